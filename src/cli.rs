@@ -1,0 +1,159 @@
+//! The command line (CONTRACT section 2).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::daemon;
+use crate::source::file::Scanner;
+
+/// Serves file_sd directories and static lists as one Prometheus HTTP SD
+/// endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "sdbridge", version, about)]
+pub struct Cli {
+    /// Log format on stderr (level via RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen address, overriding the config's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config and every file_sd file it points at; prints
+    /// `file:line:col: message` errors and exits non-zero if any.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Run one discovery round of every source and print the HTTP SD JSON
+    /// that would be served.
+    Dump {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this job (default: all jobs, as /http_sd).
+        #[arg(long)]
+        job: Option<String>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Serve { config, listen } => with_runtime(|| async move {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            daemon::serve(config, listen)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        Command::Dump { config, job } => with_runtime(|| async move {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let body = daemon::dump(config, job.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&body)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .map_err(|e| format!("writing output: {e}"))
+        }),
+    }
+}
+
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sdbridge: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sdbridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sdbridge check`.
+fn check(file: &std::path::Path) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut errors = 0;
+    let mut files = 0;
+    for job in &config.jobs {
+        for file_sd in &job.file_sd_configs {
+            let scan = Scanner::new(&file_sd.files).scan(true);
+            files += scan.parts.len() + scan.new_errors.len();
+            for error in &scan.new_errors {
+                println!("{error}");
+                errors += 1;
+            }
+        }
+    }
+    if errors > 0 {
+        println!("{errors} invalid file_sd file(s)");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: OK ({} jobs, {files} file_sd files)",
+        file.display(),
+        config.jobs.len()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,409 @@
+//! The sdbridge configuration file (CONTRACT section 3).
+//!
+//! The SD blocks under a job use Prometheus's field names, defaults and
+//! semantics so they can be pasted from `prometheus.yml` unchanged. Parsing
+//! is strict: unknown keys, wrong types, duplicate job names, bad globs and
+//! invalid label names are errors with `file:line:column`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::duration::PromDuration;
+use crate::gopath;
+use crate::targetgroup::TargetGroup;
+use crate::yaml;
+
+/// Address the daemon listens on when neither the config nor `--listen`
+/// says otherwise: loopback, so nothing is exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9412";
+
+/// A configuration error, always naming the file and, where the error is
+/// tied to a place in it, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+// `NotSupported` fields are rejected while parsing and never hold a value.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to serve HTTP SD. Default `127.0.0.1:9412`; `--listen`
+    /// overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Web server settings (auth, TLS): planned, rejected until supported.
+    #[serde(default)]
+    web: Option<NotSupported>,
+    /// The jobs, served at `/http_sd/<job_name>` and, concatenated in this
+    /// order, at `/http_sd`.
+    #[serde(default)]
+    pub jobs: Vec<JobConfig>,
+    /// Directory relative paths are resolved against: Go's
+    /// `filepath.Dir` of the config path as given, exactly as Prometheus
+    /// does, so `__meta_filepath` comes out the same.
+    #[serde(skip)]
+    pub base_dir: String,
+}
+
+fn default_listen() -> SocketAddr {
+    // A constant that always parses.
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9412)))
+}
+
+/// One job: the sources whose groups are served together.
+// `NotSupported`/`ScrapeSetting` fields are rejected while parsing and never
+// hold a value.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// The job's name, its URL path segment and its `__meta_sdbridge_job`.
+    pub job_name: String,
+    /// Prometheus's `static_configs`: served as given.
+    #[serde(default)]
+    pub static_configs: Vec<TargetGroup>,
+    /// Prometheus's `file_sd_configs`.
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// Prometheus's `consul_sd_configs` (planned).
+    #[serde(default)]
+    consul_sd_configs: Option<NotSupported>,
+
+    // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
+    // named so that pasting them gives "not supported", not "unknown field".
+    #[serde(default)]
+    azure_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    digitalocean_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    docker_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    dockerswarm_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    dns_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    ec2_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    eureka_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    gce_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    hetzner_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    http_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    kubernetes_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    marathon_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    nomad_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    openstack_sd_configs: Option<NotSupported>,
+    #[serde(default)]
+    puppetdb_sd_configs: Option<NotSupported>,
+
+    // Scrape settings: they stay in prometheus.yml.
+    #[serde(default)]
+    scrape_interval: Option<ScrapeSetting>,
+    #[serde(default)]
+    scrape_timeout: Option<ScrapeSetting>,
+    #[serde(default)]
+    metrics_path: Option<ScrapeSetting>,
+    #[serde(default)]
+    scheme: Option<ScrapeSetting>,
+    #[serde(default)]
+    params: Option<ScrapeSetting>,
+    #[serde(default)]
+    honor_labels: Option<ScrapeSetting>,
+    #[serde(default)]
+    honor_timestamps: Option<ScrapeSetting>,
+    #[serde(default)]
+    relabel_configs: Option<ScrapeSetting>,
+    #[serde(default)]
+    metric_relabel_configs: Option<ScrapeSetting>,
+    #[serde(default)]
+    basic_auth: Option<ScrapeSetting>,
+    #[serde(default)]
+    authorization: Option<ScrapeSetting>,
+    #[serde(default)]
+    tls_config: Option<ScrapeSetting>,
+    #[serde(default)]
+    sample_limit: Option<ScrapeSetting>,
+}
+
+/// Prometheus's `file_sd_configs` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    /// Glob patterns; after loading, resolved against the config directory
+    /// (Prometheus's `JoinDir`).
+    #[serde(deserialize_with = "deserialize_files")]
+    pub files: Vec<String>,
+    /// Full re-read period, a fallback for missed notifications.
+    /// Default `5m`, as in Prometheus.
+    #[serde(default = "default_file_refresh")]
+    pub refresh_interval: PromDuration,
+}
+
+fn default_file_refresh() -> PromDuration {
+    PromDuration(Duration::from_secs(300))
+}
+
+/// A Prometheus field sdbridge recognises but does not support yet.
+#[derive(Debug, Clone)]
+struct NotSupported;
+
+impl<'de> Deserialize<'de> for NotSupported {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom("not supported by sdbridge yet"))
+    }
+}
+
+/// A scrape-level field of Prometheus's that has no meaning for discovery.
+#[derive(Debug, Clone)]
+struct ScrapeSetting;
+
+impl<'de> Deserialize<'de> for ScrapeSetting {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom(
+            "is a scrape setting: keep it in the Prometheus/vmagent scrape config, sdbridge only serves targets",
+        ))
+    }
+}
+
+/// Prometheus's check on `files` entries (`patFileSDName`), plus the rule
+/// that the directory part is literal (globs only in the file name).
+fn deserialize_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let files = Vec::<String>::deserialize(d)?;
+    if files.is_empty() {
+        return Err(de::Error::custom(
+            "file service discovery config must contain at least one path name",
+        ));
+    }
+    for name in &files {
+        check_file_pattern(name).map_err(de::Error::custom)?;
+    }
+    Ok(files)
+}
+
+/// Validates one `files` entry; the messages quote Prometheus's where it
+/// has one.
+pub fn check_file_pattern(name: &str) -> Result<(), String> {
+    let has_ext = ["json", "yml", "yaml", "JSON", "YML", "YAML"]
+        .iter()
+        .any(|ext| name.len() > ext.len() && name.ends_with(ext) && {
+            name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+        });
+    let star_ok = match name.find('*') {
+        Some(i) => !name[i..].contains('/'),
+        None => true,
+    };
+    if !has_ext || !star_ok {
+        return Err(format!("path name {name:?} is not valid for file discovery"));
+    }
+    let (dir, file) = gopath::split(name);
+    if gopath::has_meta(dir) {
+        return Err(format!(
+            "path name {name:?}: glob characters in directory names are not supported, only in the file name"
+        ));
+    }
+    if gopath::glob_match(file, "").is_err() {
+        return Err(format!("path name {name:?}: syntax error in pattern"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates the config at `path`, resolving relative paths
+    /// against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text` as the config file at `path` (used for messages and
+    /// for resolving relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |line, column, message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        let mut config: Config =
+            yaml::from_str(text).map_err(|e| invalid(e.line, e.column, e.message))?;
+        for (i, job) in config.jobs.iter().enumerate() {
+            let (line, column) = locate_job_name(text, i);
+            if job.job_name.is_empty() {
+                return Err(invalid(line, column, "job_name is empty".to_string()));
+            }
+            if config.jobs[..i].iter().any(|j| j.job_name == job.job_name) {
+                return Err(invalid(
+                    line,
+                    column,
+                    format!("found multiple jobs with job_name {:?}", job.job_name),
+                ));
+            }
+        }
+        config.base_dir = gopath::dir(&path.to_string_lossy());
+        for job in &mut config.jobs {
+            for file_sd in &mut job.file_sd_configs {
+                for file in &mut file_sd.files {
+                    *file = gopath::join_dir(&config.base_dir, file);
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Line and column of the `n`th `job_name` key in the file, for errors
+/// about a job as a whole; (0, 0) if it cannot be found (flow style).
+fn locate_job_name(text: &str, n: usize) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let trimmed = line.trim_start_matches([' ', '-', '\t']);
+            trimmed
+                .starts_with("job_name:")
+                .then(|| (i + 1, line.len() - trimmed.len() + 1))
+        })
+        .nth(n)
+        .unwrap_or((0, 0))
+}
+
+impl fmt::Display for JobConfig {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.job_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/sdbridge/sdbridge.yml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_path_resolution() {
+        let c = parse(
+            "jobs:\n  - job_name: mysql\n    file_sd_configs:\n      - files: [sd/*.json, /abs/x.yml, ../up/*.yaml]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        let f = &c.jobs[0].file_sd_configs[0];
+        assert_eq!(
+            f.files,
+            ["/etc/sdbridge/sd/*.json", "/abs/x.yml", "/etc/up/*.yaml"]
+        );
+        assert_eq!(f.refresh_interval.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn relative_config_path_gives_relative_patterns_like_prometheus() {
+        let c = Config::parse(
+            "jobs: [{job_name: a, file_sd_configs: [{files: [sd/*.json]}]}]",
+            Path::new("examples/seed.yml"),
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].file_sd_configs[0].files, ["examples/sd/*.json"]);
+    }
+
+    #[test]
+    fn errors_carry_file_line_column() {
+        let cases = [
+            (
+                "jobs:\n  - job_name: a\n    bogus: 1\n",
+                "/etc/sdbridge/sdbridge.yml:3:5: jobs[0]: unknown field `bogus`",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labels: {ok: 1, bad-name: 2}\n",
+                "/etc/sdbridge/sdbridge.yml:5:17: jobs[0].static_configs[0].labels: \"bad-name\" is not a valid label name",
+            ),
+            (
+                "jobs:\n  - job_name: a\n  - job_name: b\n  - job_name: a\n",
+                "/etc/sdbridge/sdbridge.yml:4:5: found multiple jobs with job_name \"a\"",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/*/x.json']\n",
+                "/etc/sdbridge/sdbridge.yml:4:16: jobs[0].file_sd_configs[0].files: path name \"sd/*/x.json\" is not valid for file discovery",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/x.txt']\n",
+                "path name \"sd/x.txt\" is not valid for file discovery",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/[x.json']\n",
+                "syntax error in pattern",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: []\n",
+                "must contain at least one path name",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: [a.json]\n        refresh_interval: 5x\n",
+                "/etc/sdbridge/sdbridge.yml:5:27: jobs[0].file_sd_configs[0].refresh_interval: not a valid duration string",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    consul_sd_configs: [{server: 127.0.0.1:8500}]\n",
+                "jobs[0].consul_sd_configs: not supported by sdbridge yet",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    relabel_configs: []\n",
+                "jobs[0].relabel_configs: is a scrape setting",
+            ),
+            ("jobs:\n  - job_name: [a]\n", ":2:15: jobs[0].job_name: invalid type"),
+            ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
+            ("jobs:\n  - job_name: ''\n", ":2:5: job_name is empty"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(want), "config:\n{text}\nwant: {want}\ngot:  {err}");
+        }
+    }
+
+    #[test]
+    fn static_configs_are_prometheus_groups() {
+        let c = parse(
+            "jobs:\n  - job_name: mysql\n    static_configs:\n      - targets: ['127.0.0.1:9104']\n        labels: {dbms: MySQL, service_name: \"My서비스\"}\n",
+        )
+        .unwrap();
+        let g = &c.jobs[0].static_configs[0];
+        assert_eq!(g.targets, ["127.0.0.1:9104"]);
+        assert_eq!(g.labels.0["service_name"], "My서비스");
+    }
+}

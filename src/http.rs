@@ -1,0 +1,350 @@
+//! The HTTP interface (CONTRACT section 4). Handlers load the current
+//! [`Snapshot`] once, answer from its pre-built bytes, and never lock, await
+//! or serialize JSON on the request path.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::snapshot::{Rendered, Snapshot};
+
+/// Most connections served at once; more wait in the accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long in-flight requests get to finish on shutdown.
+const GRACE: Duration = Duration::from_secs(5);
+/// Seconds a client is told to wait while a job is not synced yet.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// What handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The current snapshot, replaced whole by the merger.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Request counters and the exposition.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves `listener` until `shutdown` resolves, then lets in-flight
+/// connections finish for a short grace period.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let state = state.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response = handle(&state, &req);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(GRACE) => tracing::warn!("shutdown grace period over; closing connections"),
+    }
+    Ok(())
+}
+
+/// Answers one request from the current snapshot.
+pub fn handle<B>(state: &AppState, req: &Request<B>) -> Response<Full<Bytes>> {
+    let snapshot = state.snapshot.load();
+    let (metric_path, response) = route(&snapshot, state, req);
+    state.metrics.request(&metric_path, response.status().as_u16());
+    response
+}
+
+fn route<B>(
+    snapshot: &Snapshot,
+    state: &AppState,
+    req: &Request<B>,
+) -> (String, Response<Full<Bytes>>) {
+    let path = req.uri().path();
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (metric_path_of(snapshot, path), response);
+    }
+    let response = match path {
+        "/http_sd" | "/http_sd/" => serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
+            "not every job has synced yet".to_string()
+        }),
+        "/-/healthy" => text(StatusCode::OK, "text/plain; charset=utf-8", "Healthy\n".into()),
+        "/-/ready" if snapshot.all_ready => {
+            text(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n".into())
+        }
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "Not ready: some jobs have not synced yet\n".into(),
+        ),
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(snapshot).into(),
+        ),
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::status::page(snapshot).into(),
+        ),
+        _ => match path.strip_prefix("/http_sd/").map(decode_job) {
+            Some(name) => match snapshot.job(&name) {
+                Some(job) => serve_sd(req.headers(), &job.rendered, job.ready, || {
+                    let waiting: Vec<&str> = job
+                        .sources
+                        .iter()
+                        .filter(|s| !s.synced)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    format!(
+                        "job {:?} has not synced yet (waiting for {})",
+                        job.name,
+                        waiting.join(", ")
+                    )
+                }),
+                None => error(StatusCode::NOT_FOUND, &format!("unknown job {name:?}")),
+            },
+            None => error(StatusCode::NOT_FOUND, "not found"),
+        },
+    };
+    (metric_path_of(snapshot, path), response)
+}
+
+/// The `path` label for request metrics, bounded by the config's jobs.
+fn metric_path_of(snapshot: &Snapshot, path: &str) -> String {
+    match path {
+        "/http_sd" | "/http_sd/" => "/http_sd".to_string(),
+        "/-/healthy" | "/-/ready" | "/metrics" | "/" => path.to_string(),
+        _ => match path.strip_prefix("/http_sd/").map(decode_job) {
+            Some(name) if snapshot.job(&name).is_some() => format!("/http_sd/{name}"),
+            _ => "other".to_string(),
+        },
+    }
+}
+
+fn decode_job(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn serve_sd(
+    headers: &HeaderMap,
+    rendered: &Rendered,
+    ready: bool,
+    why_not_ready: impl FnOnce() -> String,
+) -> Response<Full<Bytes>> {
+    if !ready {
+        // Never an empty list while starting: Prometheus keeps its previous
+        // targets on a non-200 answer.
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &why_not_ready());
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        return response;
+    }
+    let gzip = accepts_gzip(headers);
+    let (body, etag) = if gzip {
+        (&rendered.gzip, &rendered.gzip_etag)
+    } else {
+        (&rendered.body, &rendered.etag)
+    };
+    let status = if not_modified(headers, etag, rendered.last_modified) {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(ETAG, etag.clone())
+        .header(LAST_MODIFIED, rendered.last_modified_header.clone())
+        .header(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if status == StatusCode::NOT_MODIFIED {
+        return builder.body(Full::new(Bytes::new())).unwrap_or_default();
+    }
+    builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if gzip {
+        builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    builder.body(Full::new(body.clone())).unwrap_or_default()
+}
+
+/// Whether the client accepts gzip (`Accept-Encoding`, q-values honoured,
+/// `*` counts unless gzip is listed itself).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut star = None;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut fields = item.split(';');
+            let coding = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = fields
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    (k.trim().eq_ignore_ascii_case("q")).then(|| v.trim().parse::<f32>().ok())?
+                })
+                .next()
+                .unwrap_or(1.0);
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(q > 0.0),
+                "*" => star = Some(q > 0.0),
+                _ => {}
+            }
+        }
+    }
+    gzip.or(star).unwrap_or(false)
+}
+
+/// RFC 9110 section 13.1: `If-None-Match` (weak comparison, lists, `*`)
+/// decides when present; otherwise `If-Modified-Since`.
+pub fn not_modified(headers: &HeaderMap, etag: &HeaderValue, last_modified: SystemTime) -> bool {
+    let ours = etag.as_bytes().strip_prefix(b"W/").unwrap_or(etag.as_bytes());
+    let mut has_inm = false;
+    for value in headers.get_all(IF_NONE_MATCH) {
+        has_inm = true;
+        let Ok(value) = value.to_str() else { continue };
+        for tag in value.split(',') {
+            let tag = tag.trim();
+            if tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours {
+                return true;
+            }
+        }
+    }
+    if has_inm {
+        return false;
+    }
+    headers
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|since| last_modified <= since)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(body))
+        .unwrap_or_default()
+}
+
+/// A JSON error body: `{"error": "..."}`.
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "status": "error", "error": message }).to_string();
+    text(status, "application/json", body.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        for (value, want) in [
+            ("gzip", true),
+            ("deflate, gzip;q=0.5", true),
+            ("GZIP", true),
+            ("gzip;q=0", false),
+            ("gzip; q=0.0, *", false),
+            ("*", true),
+            ("br", false),
+            ("identity", false),
+            ("*;q=0", false),
+        ] {
+            assert_eq!(accepts_gzip(&headers(&[("accept-encoding", value)])), want, "{value}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn conditional_requests() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let lm = httpdate::parse_http_date("Wed, 25 Nov 2026 12:00:00 GMT").unwrap();
+        let nm = |pairs: &[(&'static str, &str)]| not_modified(&headers(pairs), &etag, lm);
+        assert!(nm(&[("if-none-match", "\"abc\"")]));
+        assert!(nm(&[("if-none-match", "W/\"abc\"")]));
+        assert!(nm(&[("if-none-match", "\"x\", \"abc\"")]));
+        assert!(nm(&[("if-none-match", "\"x\""), ("if-none-match", "\"abc\"")]));
+        assert!(nm(&[("if-none-match", "*")]));
+        assert!(!nm(&[("if-none-match", "\"abcd\"")]));
+        assert!(!nm(&[("if-none-match", "abc")]));
+        assert!(nm(&[("if-modified-since", "Wed, 25 Nov 2026 12:00:00 GMT")]));
+        assert!(nm(&[("if-modified-since", "Wed, 25 Nov 2026 13:00:00 GMT")]));
+        assert!(!nm(&[("if-modified-since", "Wed, 25 Nov 2026 11:59:59 GMT")]));
+        assert!(!nm(&[("if-modified-since", "garbage")]));
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!nm(&[
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", "Wed, 25 Nov 2026 13:00:00 GMT")
+        ]));
+        assert!(!nm(&[]));
+    }
+}

@@ -1,0 +1,255 @@
+//! The merger: the one task that owns all discovered groups. It keeps each
+//! source part pre-serialized, re-serializes only parts that changed,
+//! concatenates fragments into job bodies and publishes a new [`Snapshot`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
+use crate::source::{self, Change, Part, Update};
+use crate::targetgroup::write_fragment;
+
+/// Most updates applied before one publish, so a burst is coalesced but a
+/// flood cannot starve publishing.
+const MAX_BATCH: usize = 1024;
+
+/// A part as served: its groups as comma-separated JSON objects.
+#[derive(Debug, Clone)]
+struct Fragment {
+    json: Bytes,
+    groups: usize,
+    targets: usize,
+}
+
+#[derive(Debug)]
+struct SourceState {
+    status: SourceStatus,
+    /// Parts by key; served in key order.
+    parts: BTreeMap<String, Fragment>,
+}
+
+#[derive(Debug)]
+struct JobState {
+    name: String,
+    sources: Vec<SourceState>,
+    rendered: Arc<Rendered>,
+    dirty: bool,
+}
+
+/// Owns the groups of every source and publishes snapshots.
+pub struct Merger {
+    jobs: Vec<JobState>,
+    all: Arc<Rendered>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    generation: u64,
+}
+
+fn empty_body() -> Bytes {
+    Bytes::from_static(b"[]")
+}
+
+impl Merger {
+    /// A merger for `config`'s jobs; publishes an initial snapshot in which
+    /// no job with sources is ready.
+    pub fn new(config: &Config, snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Merger {
+        let empty = Rendered::new(empty_body(), 0, 0, None);
+        let jobs = config
+            .jobs
+            .iter()
+            .map(|job| {
+                let mut per_kind: HashMap<&str, usize> = HashMap::new();
+                let sources = source::sources_of(job)
+                    .iter()
+                    .map(|s| {
+                        let n = per_kind.entry(s.kind()).or_default();
+                        let name = format!("{}#{n}", s.kind());
+                        *n += 1;
+                        SourceState {
+                            status: SourceStatus {
+                                kind: s.kind(),
+                                name,
+                                description: s.describe(),
+                                synced: false,
+                                problem: None,
+                                last_success: None,
+                                groups: 0,
+                                targets: 0,
+                            },
+                            parts: BTreeMap::new(),
+                        }
+                    })
+                    .collect();
+                JobState {
+                    name: job.job_name.clone(),
+                    sources,
+                    rendered: empty.clone(),
+                    dirty: true,
+                }
+            })
+            .collect();
+        let mut merger = Merger {
+            jobs,
+            all: empty,
+            snapshot,
+            metrics,
+            generation: 0,
+        };
+        merger.publish();
+        merger
+    }
+
+    /// Applies one update; changed parts are serialized here, once.
+    pub fn apply(&mut self, update: Update) {
+        let Some(job) = self.jobs.get_mut(update.source.job) else {
+            return;
+        };
+        let job_name = job.name.clone();
+        let Some(source) = job.sources.get_mut(update.source.index) else {
+            return;
+        };
+        let labels = self.metrics.source_labels(&job_name, &source.status);
+        for error in &update.errors {
+            self.metrics.source_error(&labels, error.kind);
+        }
+        let changed = !matches!(update.change, Change::None);
+        match update.change {
+            Change::None => {}
+            Change::Replace(parts) => {
+                source.parts.clear();
+                insert_parts(&mut source.parts, parts, &job_name);
+            }
+            Change::Patch(parts) => insert_parts(&mut source.parts, parts, &job_name),
+        }
+        let status = &mut source.status;
+        if changed || status.synced != update.synced || status.problem != update.problem {
+            job.dirty = true;
+        }
+        status.synced |= update.synced;
+        status.problem = update.problem;
+        if status.problem.is_none() && update.synced {
+            status.last_success = Some(SystemTime::now());
+        }
+        status.groups = source.parts.values().map(|f| f.groups).sum();
+        status.targets = source.parts.values().map(|f| f.targets).sum();
+        self.metrics.source_state(&labels, status);
+    }
+
+    /// Rebuilds the bodies of jobs that changed and publishes a snapshot.
+    pub fn publish(&mut self) {
+        let started = Instant::now();
+        let mut any_body_changed = false;
+        for job in self.jobs.iter_mut().filter(|j| j.dirty) {
+            job.dirty = false;
+            let fragments = job.sources.iter().flat_map(|s| s.parts.values());
+            let rendered = render(fragments, Some(&job.rendered));
+            any_body_changed |= !Arc::ptr_eq(&rendered, &job.rendered);
+            job.rendered = rendered;
+        }
+        if any_body_changed || self.generation == 0 {
+            let inner = self.jobs.iter().map(|j| Fragment {
+                json: inner_of(&j.rendered.body),
+                groups: j.rendered.groups,
+                targets: j.rendered.targets,
+            });
+            self.all = render(inner.collect::<Vec<_>>().iter(), Some(&self.all));
+        }
+        self.generation += 1;
+        let jobs: Vec<JobSnapshot> = self
+            .jobs
+            .iter()
+            .map(|j| JobSnapshot {
+                name: j.name.clone(),
+                ready: j.sources.iter().all(|s| s.status.synced),
+                rendered: j.rendered.clone(),
+                sources: j.sources.iter().map(|s| s.status.clone()).collect(),
+            })
+            .collect();
+        for job in &jobs {
+            self.metrics.job_state(&job.name, job.ready, &job.rendered);
+        }
+        let snapshot = Snapshot {
+            all_ready: jobs.iter().all(|j| j.ready),
+            by_name: jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| (j.name.clone(), i))
+                .collect(),
+            jobs,
+            all: self.all.clone(),
+            generation: self.generation,
+        };
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.rebuilt(started.elapsed());
+    }
+
+    /// Receives updates until every sender is gone, publishing after each
+    /// batch of queued updates.
+    pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
+        while let Some(update) = updates.recv().await {
+            self.apply(update);
+            let mut batch = 1;
+            while batch < MAX_BATCH {
+                match updates.try_recv() {
+                    Ok(update) => {
+                        self.apply(update);
+                        batch += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.publish();
+        }
+    }
+}
+
+fn insert_parts(parts: &mut BTreeMap<String, Fragment>, new: Vec<Part>, job: &str) {
+    for part in new {
+        if part.groups.is_empty() {
+            parts.remove(&part.key);
+            continue;
+        }
+        let mut json = Vec::with_capacity(part.groups.len() * 128);
+        write_fragment(&mut json, &part.groups, job);
+        let fragment = Fragment {
+            json: Bytes::from(json),
+            groups: part.groups.len(),
+            targets: part.groups.iter().map(|g| g.targets.len()).sum(),
+        };
+        parts.insert(part.key, fragment);
+    }
+}
+
+/// The body of a JSON array without its brackets.
+fn inner_of(body: &Bytes) -> Bytes {
+    body.slice(1..body.len().saturating_sub(1).max(1))
+}
+
+fn render<'a>(
+    fragments: impl Iterator<Item = &'a Fragment> + Clone,
+    previous: Option<&Arc<Rendered>>,
+) -> Arc<Rendered> {
+    let len: usize = fragments.clone().map(|f| f.json.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len + 2);
+    body.extend_from_slice(b"[");
+    let (mut groups, mut targets) = (0, 0);
+    let mut first = true;
+    for fragment in fragments.filter(|f| !f.json.is_empty()) {
+        if !first {
+            body.extend_from_slice(b",");
+        }
+        first = false;
+        body.extend_from_slice(&fragment.json);
+        groups += fragment.groups;
+        targets += fragment.targets;
+    }
+    body.extend_from_slice(b"]");
+    Rendered::new(body.freeze(), groups, targets, previous)
+}

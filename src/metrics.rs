@@ -1,0 +1,239 @@
+//! `/metrics` (CONTRACT section 6), all names prefixed `sdbridge_`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::snapshot::{Rendered, Snapshot, SourceStatus};
+
+/// Identifies one source of one job.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Job name.
+    pub job: String,
+    /// Source name within the job (`file_sd#0`).
+    pub source: String,
+    /// Mechanism (`static`, `file_sd`).
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    job: String,
+    source: String,
+    kind: String,
+    error: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    path: String,
+    code: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric sdbridge exports, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    source_up: Family<SourceLabels, Gauge>,
+    source_last_success: Family<SourceLabels, FloatGauge>,
+    source_data_age: Family<SourceLabels, FloatGauge>,
+    source_errors: Family<ErrorLabels, Counter>,
+    source_groups: Family<SourceLabels, Gauge>,
+    source_targets: Family<SourceLabels, Gauge>,
+    job_ready: Family<JobLabels, Gauge>,
+    job_groups: Family<JobLabels, Gauge>,
+    job_targets: Family<JobLabels, Gauge>,
+    job_body_bytes: Family<JobLabels, Gauge>,
+    rebuilds: Counter,
+    rebuild_seconds: Histogram,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sdbridge");
+        let m = Metrics {
+            source_up: Family::default(),
+            source_last_success: Family::default(),
+            source_data_age: Family::default(),
+            source_errors: Family::default(),
+            source_groups: Family::default(),
+            source_targets: Family::default(),
+            job_ready: Family::default(),
+            job_groups: Family::default(),
+            job_targets: Family::default(),
+            job_body_bytes: Family::default(),
+            rebuilds: Counter::default(),
+            rebuild_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "source_up",
+            "1 if the source's last discovery round had no problem, else 0 (its last good targets are still served)",
+            m.source_up.clone(),
+        );
+        registry.register(
+            "source_last_success_timestamp_seconds",
+            "Unix time of the source's last round without a problem",
+            m.source_last_success.clone(),
+        );
+        registry.register(
+            "source_data_age_seconds",
+            "Seconds since the source's data last came from a round without a problem",
+            m.source_data_age.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Errors met by a source, by error kind (parse errors of file_sd files are kind=\"parse\")",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "source_groups",
+            "Target groups served from the source",
+            m.source_groups.clone(),
+        );
+        registry.register(
+            "source_targets",
+            "Targets served from the source",
+            m.source_targets.clone(),
+        );
+        registry.register(
+            "job_ready",
+            "1 once every source of the job has synced (before that the job answers 503)",
+            m.job_ready.clone(),
+        );
+        registry.register("job_groups", "Target groups served for the job", m.job_groups.clone());
+        registry.register("job_targets", "Targets served for the job", m.job_targets.clone());
+        registry.register(
+            "job_body_bytes",
+            "Size of the job's uncompressed HTTP SD body",
+            m.job_body_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_rebuilds",
+            "Snapshots published by the merger",
+            m.rebuilds.clone(),
+        );
+        registry.register(
+            "snapshot_rebuild_duration_seconds",
+            "Time to re-render changed bodies and publish a snapshot",
+            m.rebuild_seconds.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by path and status code",
+            m.requests.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The labels of `status` under `job`.
+    pub fn source_labels(&self, job: &str, status: &SourceStatus) -> SourceLabels {
+        SourceLabels {
+            job: job.to_string(),
+            source: status.name.clone(),
+            kind: status.kind.to_string(),
+        }
+    }
+
+    /// Counts one error of `kind`.
+    pub fn source_error(&self, labels: &SourceLabels, kind: &str) {
+        self.source_errors
+            .get_or_create(&ErrorLabels {
+                job: labels.job.clone(),
+                source: labels.source.clone(),
+                kind: labels.kind.clone(),
+                error: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a source's state after an update.
+    pub fn source_state(&self, labels: &SourceLabels, status: &SourceStatus) {
+        self.source_up
+            .get_or_create(labels)
+            .set(i64::from(status.problem.is_none() && status.synced));
+        if let Some(t) = status.last_success {
+            self.source_last_success
+                .get_or_create(labels)
+                .set(unix_seconds(t));
+        }
+        self.source_groups.get_or_create(labels).set(status.groups as i64);
+        self.source_targets.get_or_create(labels).set(status.targets as i64);
+    }
+
+    /// Records a job's state after a publish.
+    pub fn job_state(&self, job: &str, ready: bool, rendered: &Rendered) {
+        let labels = JobLabels {
+            job: job.to_string(),
+        };
+        self.job_ready.get_or_create(&labels).set(i64::from(ready));
+        self.job_groups.get_or_create(&labels).set(rendered.groups as i64);
+        self.job_targets.get_or_create(&labels).set(rendered.targets as i64);
+        self.job_body_bytes
+            .get_or_create(&labels)
+            .set(rendered.body.len() as i64);
+    }
+
+    /// Counts one snapshot publish.
+    pub fn rebuilt(&self, took: Duration) {
+        self.rebuilds.inc();
+        self.rebuild_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts one HTTP request.
+    pub fn request(&self, path: &str, code: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                path: path.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with data ages computed from `snapshot` now.
+    pub fn encode(&self, snapshot: &Snapshot) -> String {
+        let now = SystemTime::now();
+        for job in &snapshot.jobs {
+            for source in &job.sources {
+                if let Some(t) = source.last_success {
+                    let age = now.duration_since(t).unwrap_or_default().as_secs_f64();
+                    self.source_data_age
+                        .get_or_create(&self.source_labels(&job.name, source))
+                        .set(age);
+                }
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}

@@ -1,0 +1,177 @@
+//! The immutable state the HTTP handlers serve: every body pre-serialized,
+//! pre-gzipped and tagged, swapped in whole through `ArcSwap` by the merger.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+/// One servable body and its validators. Built once per content change,
+/// never per request.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The JSON array.
+    pub body: Bytes,
+    /// `body`, gzip-compressed once.
+    pub gzip: Bytes,
+    /// Strong ETag of `body`: a hash of the bytes, so identical on every
+    /// replica and restart.
+    pub etag: HeaderValue,
+    /// ETag of the gzip variant (a representation of its own, RFC 9110).
+    pub gzip_etag: HeaderValue,
+    /// When the content last changed, whole seconds (HTTP dates have no
+    /// fractions, so comparisons must not either).
+    pub last_modified: SystemTime,
+    /// `last_modified` as an HTTP date.
+    pub last_modified_header: HeaderValue,
+    /// Number of groups in `body`.
+    pub groups: usize,
+    /// Number of targets in `body`.
+    pub targets: usize,
+}
+
+impl Rendered {
+    /// Renders `body`; if it equals `previous`'s body, returns `previous`
+    /// unchanged so Last-Modified and the gzip bytes are kept.
+    pub fn new(
+        body: Bytes,
+        groups: usize,
+        targets: usize,
+        previous: Option<&Arc<Rendered>>,
+    ) -> Arc<Rendered> {
+        if let Some(prev) = previous {
+            if prev.body == body {
+                return prev.clone();
+            }
+        }
+        let digest = Sha256::digest(&body);
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let etag = header(&format!("\"{hex}\""));
+        let gzip_etag = header(&format!("\"{hex}-gzip\""));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let last_modified = UNIX_EPOCH + Duration::from_secs(now);
+        Arc::new(Rendered {
+            gzip: gzip(&body),
+            body,
+            etag,
+            gzip_etag,
+            last_modified,
+            last_modified_header: header(&httpdate::fmt_http_date(last_modified)),
+            groups,
+            targets,
+        })
+    }
+}
+
+fn header(value: &str) -> HeaderValue {
+    // Hex digits, quotes and HTTP dates are always valid header values.
+    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Gzip at the default level: bodies are highly repetitive, and this runs
+/// once per change, not per request.
+pub fn gzip(body: &[u8]) -> Bytes {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 8 + 64), Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+/// State of one source, for readiness, the status page and metrics.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    /// Mechanism (`static`, `file_sd`).
+    pub kind: &'static str,
+    /// Name within the job, a metric label (`file_sd#0`).
+    pub name: String,
+    /// What it reads.
+    pub description: String,
+    /// Whether its first full round is done.
+    pub synced: bool,
+    /// Its current problem, if any.
+    pub problem: Option<String>,
+    /// End of its last round without a problem.
+    pub last_success: Option<SystemTime>,
+    /// Groups it contributes.
+    pub groups: usize,
+    /// Targets it contributes.
+    pub targets: usize,
+}
+
+/// One job as served.
+#[derive(Debug, Clone)]
+pub struct JobSnapshot {
+    /// The job name.
+    pub name: String,
+    /// Whether every source is synced; until then the job answers 503.
+    pub ready: bool,
+    /// Its body.
+    pub rendered: Arc<Rendered>,
+    /// Its sources, in serving order.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Everything a request needs, published atomically.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Jobs in config order.
+    pub jobs: Vec<JobSnapshot>,
+    /// Job name to index in `jobs`.
+    pub by_name: HashMap<String, usize>,
+    /// All jobs' groups, concatenated in config order.
+    pub all: Arc<Rendered>,
+    /// Whether every job is ready.
+    pub all_ready: bool,
+    /// Increments on every publish.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// The job named `name`.
+    pub fn job(&self, name: &str) -> Option<&JobSnapshot> {
+        self.by_name.get(name).map(|&i| &self.jobs[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn etag_depends_only_on_content() {
+        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
+        let b = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
+        let c = Rendered::new(Bytes::from_static(b"[2]"), 0, 0, None);
+        assert_eq!(a.etag, b.etag);
+        assert_ne!(a.etag, c.etag);
+        assert_ne!(a.etag, a.gzip_etag);
+        assert!(a.etag.to_str().unwrap().starts_with('"'));
+    }
+
+    #[test]
+    fn same_body_keeps_previous_render() {
+        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
+        let again = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, Some(&a));
+        assert!(Arc::ptr_eq(&a, &again));
+    }
+
+    #[test]
+    fn gzip_roundtrips() {
+        let r = Rendered::new(Bytes::from("[\"서비스\"]"), 0, 0, None);
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&r.gzip[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out.as_bytes(), &r.body[..]);
+    }
+}

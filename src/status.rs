@@ -1,0 +1,71 @@
+//! `GET /`: a small HTML status page for people.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use crate::snapshot::Snapshot;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn ago(t: Option<SystemTime>) -> String {
+    match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+        Some(d) => format!("{}s ago", d.as_secs()),
+        None => "never".to_string(),
+    }
+}
+
+/// Renders the status page for `snapshot`.
+pub fn page(snapshot: &Snapshot) -> String {
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sdbridge</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
+         .bad{color:#b00}.ok{color:#070}pre{margin:0;white-space:pre-wrap}</style></head><body>\
+         <h1>sdbridge</h1><p><a href=\"/http_sd\">/http_sd</a> (all jobs) · \
+         <a href=\"/metrics\">/metrics</a> · <a href=\"/-/ready\">/-/ready</a></p>\
+         <table><tr><th>job</th><th>source</th><th>state</th><th>last success</th>\
+         <th>groups</th><th>targets</th><th>last error</th></tr>",
+    );
+    for job in &snapshot.jobs {
+        let link = format!(
+            "<a href=\"/http_sd/{}\">{}</a>",
+            escape(&percent_encoding::utf8_percent_encode(
+                &job.name,
+                percent_encoding::NON_ALPHANUMERIC
+            )
+            .to_string()),
+            escape(&job.name)
+        );
+        if job.sources.is_empty() {
+            let _ = write!(
+                html,
+                "<tr><td>{link}</td><td>(no sources)</td><td class=\"ok\">synced</td><td></td><td>0</td><td>0</td><td></td></tr>"
+            );
+        }
+        for source in &job.sources {
+            let (class, state) = match (&source.problem, source.synced) {
+                (_, false) => ("bad", "syncing"),
+                (Some(_), true) => ("bad", "error (serving last good)"),
+                (None, true) => ("ok", "synced"),
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{link}</td><td>{}<br><small>{}</small></td><td class=\"{class}\">{state}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+                escape(&source.name),
+                escape(&source.description),
+                ago(source.last_success),
+                source.groups,
+                source.targets,
+                escape(source.problem.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}

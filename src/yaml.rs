@@ -1,0 +1,57 @@
+//! The one place that parses YAML, so the YAML crate can be swapped without
+//! touching the rest (`serde_yaml` is archived and `serde_yml` unsound).
+
+use serde::de::DeserializeOwned;
+
+/// A YAML parse or schema error, with the 1-based position it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// 1-based line, 0 when the parser could not tell.
+    pub line: usize,
+    /// 1-based column, 0 when the parser could not tell.
+    pub column: usize,
+    /// The message without the position suffix the parser appends.
+    pub message: String,
+}
+
+/// Parses `text` as one YAML document into `T`.
+///
+/// Plain scalars are handed to string fields as written (`9104` stays
+/// `"9104"`), which is what Prometheus's `yaml.v2` does.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let full = e.to_string();
+        let suffix = format!(" at line {line} column {column}");
+        let message = full.strip_suffix(&suffix).unwrap_or(&full);
+        // The root of a sequence document is written ".[0]"; "[0]" reads better.
+        let message = message.strip_prefix('.').unwrap_or(message).to_string();
+        YamlError {
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_is_split_from_message() {
+        let err = from_str::<Vec<u32>>("- 1\n- x\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 3));
+        assert!(!err.message.contains("line 2"), "{}", err.message);
+        assert!(err.message.contains("invalid"), "{}", err.message);
+    }
+
+    #[test]
+    fn plain_scalars_keep_their_text_in_strings() {
+        let v: Vec<String> = from_str("[9104, true, 1.0, 0x10]").unwrap();
+        assert_eq!(v, ["9104", "true", "1.0", "0x10"]);
+    }
+}
