@@ -183,8 +183,9 @@ fn default_file_refresh() -> PromDuration {
 struct NotSupported;
 
 impl<'de> Deserialize<'de> for NotSupported {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(de::Error::custom("not supported by sdbridge yet"))
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Reject("not supported by sdbridge yet"))
+            .map(|()| NotSupported)
     }
 }
 
@@ -193,26 +194,80 @@ impl<'de> Deserialize<'de> for NotSupported {
 struct ScrapeSetting;
 
 impl<'de> Deserialize<'de> for ScrapeSetting {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(de::Error::custom(
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Reject(
             "is a scrape setting: keep it in the Prometheus/vmagent scrape config, sdbridge only serves targets",
         ))
+        .map(|()| ScrapeSetting)
+    }
+}
+
+/// Fails on whatever value it is given, from inside the deserializer so the
+/// error carries the field's path and position.
+struct Reject(&'static str);
+
+impl<'de> de::Visitor<'de> for Reject {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(self.0))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(self.0))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.0))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.0))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.0))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.0))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.0))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(self.0))
     }
 }
 
 /// Prometheus's check on `files` entries (`patFileSDName`), plus the rule
 /// that the directory part is literal (globs only in the file name).
 fn deserialize_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let files = Vec::<String>::deserialize(d)?;
+    /// One checked entry, so an error points at the entry itself.
+    struct Checked(String);
+
+    impl<'de> Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            yaml::parse_str(d, |name| {
+                check_file_pattern(name)?;
+                Ok(Checked(name.to_string()))
+            })
+        }
+    }
+
+    let files = Vec::<Checked>::deserialize(d)?;
     if files.is_empty() {
         return Err(de::Error::custom(
             "file service discovery config must contain at least one path name",
         ));
     }
-    for name in &files {
-        check_file_pattern(name).map_err(de::Error::custom)?;
-    }
-    Ok(files)
+    Ok(files.into_iter().map(|c| c.0).collect())
 }
 
 /// Validates one `files` entry; the messages quote Prometheus's where it
@@ -360,7 +415,7 @@ mod tests {
             ),
             (
                 "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/*/x.json']\n",
-                "/etc/sdbridge/sdbridge.yml:4:16: jobs[0].file_sd_configs[0].files: path name \"sd/*/x.json\" is not valid for file discovery",
+                "/etc/sdbridge/sdbridge.yml:4:17: jobs[0].file_sd_configs[0].files[0]: path name \"sd/*/x.json\" is not valid for file discovery",
             ),
             (
                 "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/x.txt']\n",

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
 /// A duration written the way Prometheus writes them.
@@ -80,8 +80,7 @@ impl fmt::Display for PromDuration {
 
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        PromDuration::parse(&text).map_err(de::Error::custom)
+        crate::yaml::parse_str(d, PromDuration::parse)
     }
 }
 

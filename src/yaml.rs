@@ -37,6 +37,30 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     })
 }
 
+/// Deserializes a string through `parse`, failing inside the deserializer
+/// so the error carries the position of the string itself (an error
+/// returned after `String::deserialize` only gets the enclosing mapping's).
+pub fn parse_str<'de, D, T>(d: D, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct ParseVisitor<T>(fn(&str) -> Result<T, String>);
+
+    impl<T> serde::de::Visitor<'_> for ParseVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+
+    d.deserialize_str(ParseVisitor(parse))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

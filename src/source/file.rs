@@ -519,7 +519,7 @@ mod tests {
                 "/sd/a.yml:3:5: [0].labels: \"bad-name\" is not a valid label name",
             ),
             ("/sd/a.json", b"[{\"targets\": [9104]}]", "/sd/a.json:1:18: invalid type: integer"),
-            ("/sd/a.yml", b"- targets: [x]\n  targets: [y]\n", "/sd/a.yml:2:3: [0]: duplicate field `targets`"),
+            ("/sd/a.yml", b"- targets: [x]\n  targets: [y]\n", "/sd/a.yml:1:3: [0]: duplicate field `targets`"),
         ];
         for (path, content, want) in cases {
             let err = parse_file(path, content).unwrap_err().to_string();
