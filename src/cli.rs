@@ -1,6 +1,6 @@
 //! The command line (CONTRACT section 2).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -116,7 +117,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(f()) {
+    let result = runtime.block_on(f());
+    // A file_sd read blocked on a FIFO or a hung NFS mount must not keep
+    // the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("sdbridge: {message}");

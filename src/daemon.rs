@@ -15,7 +15,7 @@ use crate::http::{self, AppState};
 use crate::merge::Merger;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::source::{self, SourceId};
+use crate::source::{self, Outbox, SourceId};
 
 /// Queue depth between sources and the merger; sources wait when it is full.
 const UPDATE_QUEUE: usize = 1024;
@@ -66,8 +66,8 @@ pub fn start(config: &Config) -> Discovery {
     tokio::spawn(merger.run(rx));
     for (j, job) in config.jobs.iter().enumerate() {
         for (index, source_config) in source::sources_of(job).into_iter().enumerate() {
-            let id = SourceId { job: j, index };
-            tokio::spawn(source::run(source_config, id, tx.clone(), shutdown.child_token()));
+            let out = Outbox::new(SourceId { job: j, index }, &job.job_name, tx.clone());
+            tokio::spawn(source::run(source_config, out, shutdown.child_token()));
         }
     }
     Discovery {

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Part, SourceError, SourceId, Update};
+use super::{Change, Outbox, Part, SourceError, Update};
 use crate::config::FileSdConfig;
 use crate::gopath;
 use crate::targetgroup::TargetGroup;
@@ -389,12 +389,7 @@ impl Watches {
 /// Runs one file_sd config: a full scan (after which the source is synced,
 /// even if some files are invalid, as in Prometheus), then a rescan on every
 /// change notification and a full re-read every `refresh_interval`.
-pub async fn run(
-    config: FileSdConfig,
-    id: SourceId,
-    out: mpsc::Sender<Update>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken) {
     let wake = Arc::new(Notify::new());
     let mut watches = Watches::new(wake.clone());
     let mut scanner = Scanner::new(&config.files);
@@ -417,10 +412,10 @@ pub async fn run(
         };
         scanner = returned;
         for e in &scan.new_errors {
-            tracing::warn!(job = id.job, error = %e, "file_sd file rejected; its previous targets stay served");
+            tracing::warn!(job = %out.job, error = %e, "file_sd file rejected; its previous targets stay served");
         }
         let update = Update {
-            source: id,
+            source: out.id,
             change: if first {
                 Change::Replace(scan.parts)
             } else if scan.parts.is_empty() {

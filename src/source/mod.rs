@@ -6,6 +6,8 @@
 pub mod file;
 pub mod r#static;
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -107,15 +109,41 @@ pub struct Update {
     pub errors: Vec<SourceError>,
 }
 
+/// Where a source sends its updates, and who it is (for logs).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The source's identity in the merger.
+    pub id: SourceId,
+    /// The job's name, for logs.
+    pub job: Arc<str>,
+    tx: mpsc::Sender<Update>,
+}
+
+/// The merger is gone: the source should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl Outbox {
+    /// An outbox for source `id` of job `job`.
+    pub fn new(id: SourceId, job: &str, tx: mpsc::Sender<Update>) -> Outbox {
+        Outbox {
+            id,
+            job: job.into(),
+            tx,
+        }
+    }
+
+    /// Sends one round's outcome (its `source` is filled in).
+    pub async fn send(&self, mut update: Update) -> Result<(), Closed> {
+        update.source = self.id;
+        self.tx.send(update).await.map_err(|_| Closed)
+    }
+}
+
 /// Runs `config` until `shutdown` is cancelled or the merger is gone.
-pub async fn run(
-    config: SourceConfig,
-    id: SourceId,
-    out: mpsc::Sender<Update>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(config: SourceConfig, out: Outbox, shutdown: CancellationToken) {
     match config {
-        SourceConfig::Static(groups) => r#static::run(groups, id, out, shutdown).await,
-        SourceConfig::File(file_sd) => file::run(file_sd, id, out, shutdown).await,
+        SourceConfig::Static(groups) => r#static::run(groups, out, shutdown).await,
+        SourceConfig::File(file_sd) => file::run(file_sd, out, shutdown).await,
     }
 }

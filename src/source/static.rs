@@ -1,9 +1,8 @@
 //! `static_configs`: served exactly as written, synced from the start.
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Part, SourceId, Update};
+use super::{Change, Outbox, Part, SourceId, Update};
 use crate::targetgroup::TargetGroup;
 
 /// The part key of the static source (it has only one part).
@@ -25,13 +24,8 @@ pub fn update(groups: Vec<TargetGroup>, id: SourceId) -> Update {
 
 /// Sends the groups once, then waits for shutdown so the source's lifetime
 /// matches the others'.
-pub async fn run(
-    groups: Vec<TargetGroup>,
-    id: SourceId,
-    out: mpsc::Sender<Update>,
-    shutdown: CancellationToken,
-) {
-    if out.send(update(groups, id)).await.is_ok() {
+pub async fn run(groups: Vec<TargetGroup>, out: Outbox, shutdown: CancellationToken) {
+    if out.send(update(groups, out.id)).await.is_ok() {
         shutdown.cancelled().await;
     }
 }

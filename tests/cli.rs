@@ -1,0 +1,87 @@
+//! `sdbridge check` and `sdbridge dump`.
+
+use std::process::Command;
+
+use crate::util::{bin, Bridge, Dir};
+
+#[test]
+fn check_accepts_the_examples() {
+    for example in ["examples/seed.yml", "examples/seed-file-sd.yml"] {
+        let out = Command::new(bin())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["check", example])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn check_reports_config_errors_with_position() {
+    let dir = Dir::new();
+    let config = dir.write(
+        "bad.yml",
+        "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labelz: {}\n",
+    );
+    let out = Command::new(bin()).arg("check").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}:5:9: jobs[0].static_configs[0]: unknown field `labelz`", config.display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_invalid_file_sd_files() {
+    let dir = Dir::new();
+    dir.write("sd/good.yml", "- targets: [a]\n");
+    dir.write("sd/bad.yml", "- targets: [a]\n  labels:\n    9bad: x\n");
+    let config = dir.write("c.yml", "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.yml]}]\n");
+    let out = Command::new(bin()).arg("check").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}/sd/bad.yml:3:5: [0].labels: \"9bad\" is not a valid label name", dir.root())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("good.yml"), "{stdout}");
+}
+
+#[test]
+fn dump_prints_what_serve_serves() {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    for example in ["examples/seed.yml", "examples/seed-file-sd.yml"] {
+        let out = Command::new(bin())
+            .current_dir(manifest)
+            .args(["dump", "--config", example])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dumped = String::from_utf8(out.stdout).unwrap();
+        // Same relative config path, same working directory: same bytes.
+        let served = {
+            let bridge = Bridge::start_in(std::path::Path::new(manifest), std::path::Path::new(example));
+            bridge.get("/http_sd").text()
+        };
+        assert_eq!(dumped.trim_end(), served, "{example}");
+        assert_eq!(crate::util::groups(&served).len(), 6);
+    }
+    let out = Command::new(bin())
+        .current_dir(manifest)
+        .args(["dump", "--config", "examples/seed.yml", "--job", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
+}
+
+#[test]
+fn missing_config_is_a_clear_error() {
+    let out = Command::new(bin())
+        .args(["serve", "--config", "/nonexistent/sdbridge.yml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sdbridge.yml: No such file"));
+}

@@ -1,0 +1,214 @@
+//! The HTTP interface (CONTRACT section 4) against the running binary.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::util::{groups, Bridge, Dir};
+
+fn seed() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/seed.yml")
+}
+
+#[test]
+fn serves_the_seed_example_as_http_sd() {
+    let bridge = Bridge::start(&seed());
+    let r = bridge.get("/http_sd/mysqld");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let text = r.text();
+    // UTF-8 passes through unescaped.
+    assert!(text.contains("\"service_name\":\"My서비스\""), "{text}");
+    assert!(!text.contains("\\u"), "{text}");
+    let groups = groups(&text);
+    assert_eq!(groups.len(), 3);
+    let targets: Vec<&str> = groups.iter().map(|g| g.0[0].as_str()).collect();
+    assert_eq!(targets, ["127.0.0.1:9104", "127.0.0.2:9104", "127.0.0.3:9104"]);
+    let names: Vec<&str> = groups.iter().map(|g| g.1["db_name"].as_str()).collect();
+    assert_eq!(names, ["프라이머리", "세컨더리A", "세컨더리B"]);
+    for (_, labels) in &groups {
+        assert_eq!(labels["__meta_sdbridge_job"], "mysqld");
+        assert_eq!(labels["dbms"], "MySQL");
+    }
+    // Exactly the two keys per group, nothing else, no nulls.
+    let raw: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&text).unwrap();
+    for g in raw {
+        assert_eq!(g.keys().collect::<Vec<_>>(), ["labels", "targets"]);
+    }
+}
+
+#[test]
+fn all_jobs_are_concatenated_in_config_order() {
+    let bridge = Bridge::start(&seed());
+    let all = groups(&bridge.get("/http_sd").text());
+    let jobs: Vec<&str> = all.iter().map(|g| g.1["__meta_sdbridge_job"].as_str()).collect();
+    assert_eq!(jobs, ["node", "node", "node", "mysqld", "mysqld", "mysqld"]);
+    let node = bridge.get("/http_sd/node").text();
+    let mysqld = bridge.get("/http_sd/mysqld").text();
+    assert_eq!(
+        bridge.get("/http_sd").text(),
+        format!("[{},{}]", &node[1..node.len() - 1], &mysqld[1..mysqld.len() - 1])
+    );
+}
+
+#[test]
+fn head_has_the_headers_and_no_body() {
+    let bridge = Bridge::start(&seed());
+    let get = bridge.get("/http_sd/node");
+    let head = bridge.request("HEAD", "/http_sd/node", &[]);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
+    assert_eq!(head.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn etag_and_conditional_requests() {
+    let bridge = Bridge::start(&seed());
+    let r = bridge.get("/http_sd/node");
+    let etag = r.header("etag").expect("etag").to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong ETag: {etag}");
+    let lm = r.header("last-modified").expect("last-modified").to_string();
+    let weak = format!("W/{etag}");
+    let list = format!("\"nope\", {etag}");
+    for inm in [etag.as_str(), weak.as_str(), list.as_str(), "*"] {
+        let r = bridge.request("GET", "/http_sd/node", &[("If-None-Match", inm)]);
+        assert_eq!(r.status, 304, "If-None-Match: {inm}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+    }
+    let r = bridge.request("GET", "/http_sd/node", &[("If-None-Match", "\"nope\"")]);
+    assert_eq!(r.status, 200);
+    let r = bridge.request("GET", "/http_sd/node", &[("If-Modified-Since", &lm)]);
+    assert_eq!(r.status, 304);
+    let r = bridge.request(
+        "GET",
+        "/http_sd/node",
+        &[("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+    );
+    assert_eq!(r.status, 200);
+    // Another job has different content, so a different ETag.
+    assert_ne!(bridge.get("/http_sd/mysqld").header("etag"), Some(etag.as_str()));
+}
+
+#[test]
+fn gzip_only_when_asked_with_its_own_etag() {
+    let bridge = Bridge::start(&seed());
+    let plain = bridge.get("/http_sd/node");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    let gz = bridge.request("GET", "/http_sd/node", &[("Accept-Encoding", "gzip, deflate")]);
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_ne!(gz.header("etag"), plain.header("etag"));
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain.body);
+    let gz_etag = gz.header("etag").unwrap();
+    let r = bridge.request(
+        "GET",
+        "/http_sd/node",
+        &[("Accept-Encoding", "gzip"), ("If-None-Match", gz_etag)],
+    );
+    assert_eq!(r.status, 304);
+    // The identity ETag does not validate the gzip representation.
+    let r = bridge.request(
+        "GET",
+        "/http_sd/node",
+        &[("Accept-Encoding", "gzip"), ("If-None-Match", plain.header("etag").unwrap())],
+    );
+    assert_eq!(r.status, 200);
+    let r = bridge.request("GET", "/http_sd/node", &[("Accept-Encoding", "gzip;q=0")]);
+    assert_eq!(r.header("content-encoding"), None);
+}
+
+#[test]
+fn unknown_job_and_wrong_method_get_json_errors() {
+    let bridge = Bridge::start(&seed());
+    let r = bridge.get("/http_sd/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json()["error"].as_str().unwrap().contains("nope"));
+    let r = bridge.request("POST", "/http_sd/node", &[]);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert!(r.json()["error"].is_string());
+    assert_eq!(bridge.get("/nothing/here").status, 404);
+}
+
+#[test]
+fn health_readiness_metrics_and_status_page() {
+    let bridge = Bridge::start(&seed());
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+    assert_eq!(bridge.get("/-/ready").status, 200);
+    bridge.get("/http_sd/node");
+    let metrics = bridge.get("/metrics").text();
+    for needle in [
+        "sdbridge_source_up{job=\"node\",source=\"static#0\",kind=\"static\"} 1",
+        "sdbridge_job_targets{job=\"mysqld\"} 3",
+        "sdbridge_http_requests_total{path=\"/http_sd/node\",code=\"200\"}",
+        "sdbridge_snapshot_rebuilds_total",
+        "sdbridge_source_data_age_seconds",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    let page = bridge.get("/").text();
+    assert!(page.contains("<a href=\"/http_sd/mysqld\">mysqld</a>"), "{page}");
+    assert!(page.contains("synced"));
+}
+
+#[test]
+fn replicas_serve_identical_bytes_and_etags() {
+    let a = Bridge::start(&seed());
+    let b = Bridge::start(&seed());
+    for path in ["/http_sd", "/http_sd/node"] {
+        let (ra, rb) = (a.get(path), b.get(path));
+        assert_eq!(ra.body, rb.body, "{path}");
+        assert_eq!(ra.header("etag"), rb.header("etag"), "{path}");
+        let gz = [("Accept-Encoding", "gzip")];
+        let (ga, gb) = (a.request("GET", path, &gz), b.request("GET", path, &gz));
+        assert_eq!(ga.header("etag"), gb.header("etag"), "{path} gzip");
+    }
+}
+
+/// A job is 503 (never an empty list) until its first sync. A FIFO as a
+/// file_sd file holds the first scan until something writes to it.
+#[test]
+fn not_synced_job_answers_503_with_retry_after() {
+    let dir = Dir::new();
+    dir.write("sd/ready.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let fifo = dir.path("slow/a.json");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: ready\n    file_sd_configs: [{files: [sd/*.json]}]\n  - job_name: slow\n    file_sd_configs: [{files: [slow/*.json]}]\n",
+    );
+    let bridge = Bridge::start_unready(&config);
+    bridge.wait_body("/http_sd/ready", "ready job served", |b| b.contains("127.0.0.1:9100"));
+    for path in ["/http_sd/slow", "/http_sd"] {
+        let r = bridge.get(path);
+        assert_eq!(r.status, 503, "{path}");
+        assert_eq!(r.header("retry-after"), Some("5"));
+        assert!(r.json()["error"].is_string());
+    }
+    assert_eq!(bridge.get("/-/ready").status, 503);
+    // Unblock the read: the job syncs and is served.
+    std::fs::write(&fifo, r#"[{"targets": ["127.0.0.2:9100"]}]"#).unwrap();
+    bridge.wait_body("/http_sd/slow", "slow job served after sync", |b| {
+        b.contains("127.0.0.2:9100")
+    });
+    assert_eq!(bridge.get("/-/ready").status, 200);
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let bridge = Bridge::start(&seed());
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+    let status = bridge.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `sdbridge` binary, real files, real
+//! Prometheus and VictoriaMetrics where installed.
+
+#[macro_use]
+mod macros;
+mod util;
+
+mod cli;
+mod e2e;
+mod file_sd;
+mod http;

@@ -1,0 +1,284 @@
+//! Test helpers shared by every integration test: spawn the real binary on
+//! a free loopback port, speak HTTP to it, write files, poll until.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sdbridge")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, panicking with `what`
+/// after `timeout`.
+pub fn poll_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A running `sdbridge serve`, killed on drop.
+pub struct Bridge {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Everything it logged so far (JSON lines).
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Bridge {
+    /// Starts `sdbridge serve --config CONFIG` on a free loopback port and
+    /// waits until it listens.
+    pub fn start(config: &Path) -> Bridge {
+        Bridge::start_in(&std::env::temp_dir(), config)
+    }
+
+    /// Like [`Bridge::start`], without waiting for `/-/ready`.
+    pub fn start_unready(config: &Path) -> Bridge {
+        Bridge::spawn(&std::env::temp_dir(), config)
+    }
+
+    /// Like [`Bridge::start`], with `cwd` as the working directory (for
+    /// relative config paths).
+    pub fn start_in(cwd: &Path, config: &Path) -> Bridge {
+        let bridge = Bridge::spawn(cwd, config);
+        poll_until(Duration::from_secs(10), "/-/ready", || {
+            (bridge.get("/-/ready").status == 200).then_some(())
+        });
+        bridge
+    }
+
+    fn spawn(cwd: &Path, config: &Path) -> Bridge {
+        let mut child = Command::new(bin())
+            .current_dir(cwd)
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sdbridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["fields"]["message"] == "listening" {
+                        let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sdbridge did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Bridge { child, addr, log }
+    }
+
+    /// GET `path`.
+    pub fn get(&self, path: &str) -> Response {
+        request(self.addr, "GET", path, &[])
+    }
+
+    /// A request with extra headers.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.addr, method, path, headers)
+    }
+
+    /// Polls `path` until its body satisfies `pred`, returning it.
+    pub fn wait_body(&self, path: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        poll_until(Duration::from_secs(10), what, || {
+            let r = self.get(path);
+            (r.status == 200 && pred(&r.text())).then(|| r.text())
+        })
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = poll_until(Duration::from_secs(10), "exit after SIGTERM", || {
+            self.child.try_wait().ok().flatten()
+        });
+        status
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response, headers lower-cased.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A temporary directory with helpers for writing SD files the ways real
+/// tools do.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Absolute path of `rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// The directory as a string.
+    pub fn root(&self) -> String {
+        self.tmp.path().to_str().expect("UTF-8 temp path").to_string()
+    }
+
+    /// Writes `content` to `rel` in place, creating parent directories.
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    /// Writes `content` to a temporary name and renames it over `rel`, as
+    /// editors and config management do.
+    pub fn replace(&self, rel: &str, content: &str) {
+        let tmp = self.write(&format!("{rel}.tmp~"), content);
+        std::fs::rename(tmp, self.path(rel)).expect("rename");
+    }
+
+    /// Removes `rel`.
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel)).expect("remove");
+    }
+}
+
+/// The path of `name` on PATH, or why the test using it is skipped.
+/// With `SDBRIDGE_REQUIRE_E2E=1` a missing binary fails the test instead.
+pub fn require_binary(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("SDBRIDGE_REQUIRE_E2E").as_deref() == Ok("1") {
+            panic!("{name} not found on PATH and SDBRIDGE_REQUIRE_E2E=1");
+        }
+        eprintln!("SKIPPED: {name} not found on PATH (install it, or set SDBRIDGE_REQUIRE_E2E=1 to fail instead)");
+    }
+    found
+}
+
+/// Parses a served body into (targets, labels) pairs.
+pub fn groups(body: &str) -> Vec<(Vec<String>, BTreeMap<String, String>)> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(body).expect("JSON array");
+    v.into_iter()
+        .map(|g| {
+            let targets = serde_json::from_value(g["targets"].clone()).expect("targets");
+            let labels = serde_json::from_value(g["labels"].clone()).expect("labels");
+            (targets, labels)
+        })
+        .collect()
+}
