@@ -275,15 +275,19 @@ fn deserialize_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::
 pub fn check_file_pattern(name: &str) -> Result<(), String> {
     let has_ext = ["json", "yml", "yaml", "JSON", "YML", "YAML"]
         .iter()
-        .any(|ext| name.len() > ext.len() && name.ends_with(ext) && {
-            name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+        .any(|ext| {
+            name.len() > ext.len() && name.ends_with(ext) && {
+                name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+            }
         });
     let star_ok = match name.find('*') {
         Some(i) => !name[i..].contains('/'),
         None => true,
     };
     if !has_ext || !star_ok {
-        return Err(format!("path name {name:?} is not valid for file discovery"));
+        return Err(format!(
+            "path name {name:?} is not valid for file discovery"
+        ));
     }
     let (dir, file) = gopath::split(name);
     if gopath::has_meta(dir) {
@@ -447,7 +451,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
-            assert!(err.contains(want), "config:\n{text}\nwant: {want}\ngot:  {err}");
+            assert!(
+                err.contains(want),
+                "config:\n{text}\nwant: {want}\ngot:  {err}"
+            );
         }
     }
 

@@ -124,8 +124,16 @@ impl Metrics {
             "1 once every source of the job has synced (before that the job answers 503)",
             m.job_ready.clone(),
         );
-        registry.register("job_groups", "Target groups served for the job", m.job_groups.clone());
-        registry.register("job_targets", "Targets served for the job", m.job_targets.clone());
+        registry.register(
+            "job_groups",
+            "Target groups served for the job",
+            m.job_groups.clone(),
+        );
+        registry.register(
+            "job_targets",
+            "Targets served for the job",
+            m.job_targets.clone(),
+        );
         registry.register(
             "job_body_bytes",
             "Size of the job's uncompressed HTTP SD body",
@@ -180,8 +188,12 @@ impl Metrics {
                 .get_or_create(labels)
                 .set(unix_seconds(t));
         }
-        self.source_groups.get_or_create(labels).set(status.groups as i64);
-        self.source_targets.get_or_create(labels).set(status.targets as i64);
+        self.source_groups
+            .get_or_create(labels)
+            .set(status.groups as i64);
+        self.source_targets
+            .get_or_create(labels)
+            .set(status.targets as i64);
     }
 
     /// Records a job's state after a publish.
@@ -190,8 +202,12 @@ impl Metrics {
             job: job.to_string(),
         };
         self.job_ready.get_or_create(&labels).set(i64::from(ready));
-        self.job_groups.get_or_create(&labels).set(rendered.groups as i64);
-        self.job_targets.get_or_create(&labels).set(rendered.targets as i64);
+        self.job_groups
+            .get_or_create(&labels)
+            .set(rendered.groups as i64);
+        self.job_targets
+            .get_or_create(&labels)
+            .set(rendered.targets as i64);
         self.job_body_bytes
             .get_or_create(&labels)
             .set(rendered.body.len() as i64);
@@ -235,5 +251,7 @@ impl Metrics {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }

@@ -71,7 +71,14 @@ impl Bridge {
     fn spawn(cwd: &Path, config: &Path) -> Bridge {
         let mut child = Command::new(bin())
             .current_dir(cwd)
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -132,10 +139,9 @@ impl Bridge {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let status = poll_until(Duration::from_secs(10), "exit after SIGTERM", || {
+        poll_until(Duration::from_secs(10), "exit after SIGTERM", || {
             self.child.try_wait().ok().flatten()
-        });
-        status
+        })
     }
 }
 
@@ -190,7 +196,13 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         .position(|w| w == b"\r\n\r\n")
         .expect("end of headers");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let body = raw[split + 4..].to_vec();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -206,6 +218,22 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         headers,
         body,
     }
+}
+
+/// Decodes a chunked HTTP/1.1 body.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&raw[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[eol + 2 + size + 2..];
+    }
+    body
 }
 
 /// A temporary directory with helpers for writing SD files the ways real
@@ -228,7 +256,11 @@ impl Dir {
 
     /// The directory as a string.
     pub fn root(&self) -> String {
-        self.tmp.path().to_str().expect("UTF-8 temp path").to_string()
+        self.tmp
+            .path()
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_string()
     }
 
     /// Writes `content` to `rel` in place, creating parent directories.
