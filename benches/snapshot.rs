@@ -1,1 +1,164 @@
-fn main() {}
+//! Snapshot rebuild and request-path benchmarks.
+//!
+//! `cargo bench --bench snapshot`; numbers are recorded in the README.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use sdbridge::config::Config;
+use sdbridge::http::{handle, AppState};
+use sdbridge::merge::Merger;
+use sdbridge::metrics::Metrics;
+use sdbridge::snapshot::{Rendered, Snapshot};
+use sdbridge::source::{Change, Part, SourceId, Update};
+use sdbridge::targetgroup::{LabelSet, TargetGroup};
+
+const FILES: usize = 1000;
+
+/// `targets` targets in one-target groups spread over up to 1000 files,
+/// labelled like the DBaaS seed case.
+fn parts(targets: usize, generation: usize) -> Vec<Part> {
+    let files = FILES.min(targets);
+    (0..files)
+        .map(|f| Part {
+            key: format!("/etc/sd/db-{f:04}.json"),
+            groups: (0..targets / files)
+                .map(|i| {
+                    let n = f * (targets / files) + i;
+                    TargetGroup::new(
+                        [format!("127.{}.{}.{}:9104", n / 65536 % 256, n / 256 % 256, n % 256)],
+                        LabelSet::from([
+                            ("dbms", "MySQL"),
+                            ("service_name", "My서비스"),
+                            ("db_name", if i % 3 == 0 { "프라이머리" } else { "세컨더리" }),
+                            ("role", if generation % 2 == 0 { "replica" } else { "primary" }),
+                            ("__meta_filepath", "/etc/sd/db.json"),
+                        ]),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn setup() -> (Merger, Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
+    let config = Config::parse(
+        "jobs:\n  - job_name: mysql\n    file_sd_configs: [{files: [/etc/sd/*.json]}]\n",
+        Path::new("/etc/sdbridge.yml"),
+    )
+    .expect("config");
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
+        jobs: Vec::new(),
+        by_name: Default::default(),
+        all: Rendered::new(Bytes::from_static(b"[]"), 0, 0, None),
+        all_ready: false,
+        generation: 0,
+    }));
+    let merger = Merger::new(&config, snapshot.clone(), metrics.clone());
+    (merger, snapshot, metrics)
+}
+
+fn update(change: Change) -> Update {
+    Update {
+        source: SourceId { job: 0, index: 0 },
+        change,
+        synced: true,
+        problem: None,
+        errors: Vec::new(),
+    }
+}
+
+fn rebuild(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rebuild");
+    group.sample_size(10);
+    for targets in [1_000usize, 100_000] {
+        group.throughput(Throughput::Elements(targets as u64));
+        let full = [parts(targets, 0), parts(targets, 1)];
+        let (mut merger, _, _) = setup();
+        let mut generation = 0;
+        group.bench_with_input(BenchmarkId::new("full", targets), &targets, |b, _| {
+            b.iter(|| {
+                generation += 1;
+                merger.apply(update(Change::Replace(full[generation % 2].clone())));
+                merger.publish();
+            })
+        });
+        // One file of many changes: only its fragment is re-serialized,
+        // the body is re-concatenated, hashed and gzipped.
+        let (mut merger, _, _) = setup();
+        merger.apply(update(Change::Replace(parts(targets, 0))));
+        merger.publish();
+        let one = [parts(targets, 0), parts(targets, 1)].map(|p| p[0].clone());
+        group.bench_with_input(BenchmarkId::new("one_file_changed", targets), &targets, |b, _| {
+            b.iter(|| {
+                generation += 1;
+                merger.apply(update(Change::Patch(vec![one[generation % 2].clone()])));
+                merger.publish();
+            })
+        });
+    }
+    group.finish();
+}
+
+fn request(c: &mut Criterion) {
+    let (mut merger, snapshot, metrics) = setup();
+    merger.apply(update(Change::Replace(parts(1_000, 0))));
+    merger.publish();
+    let state = Arc::new(AppState { snapshot, metrics });
+    let mut group = c.benchmark_group("request");
+    let req = Request::get("/http_sd/mysql").body(()).expect("request");
+    group.bench_function("handler_1k_targets", |b| {
+        b.iter(|| black_box(handle(&state, black_box(&req))))
+    });
+    let gz = Request::get("/http_sd/mysql")
+        .header("accept-encoding", "gzip")
+        .body(())
+        .expect("request");
+    group.bench_function("handler_1k_targets_gzip", |b| {
+        b.iter(|| black_box(handle(&state, black_box(&gz))))
+    });
+
+    // A keep-alive HTTP/1.1 round trip over loopback TCP.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut sender = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(sdbridge::http::run(listener, state.clone(), std::future::pending()));
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        sender
+    });
+    group.bench_function("tcp_round_trip_1k_targets", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let req = Request::get("/http_sd/mysql")
+                    .header("host", "127.0.0.1")
+                    .body(Empty::<Bytes>::new())
+                    .expect("request");
+                sender.ready().await.expect("connection ready");
+                let response = sender.send_request(req).await.expect("response");
+                let body = response.into_body().collect().await.expect("body");
+                black_box(body.to_bytes().len())
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rebuild, request);
+criterion_main!(benches);
