@@ -372,7 +372,14 @@ fn node_id(name: &str) -> String {
     }
     let h2 = h.rotate_left(29).wrapping_mul(0x9e3779b97f4a7c15);
     let s = format!("{h:016x}{h2:016x}");
-    format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
 }
 
 impl Catalog {
@@ -426,7 +433,9 @@ impl Catalog {
             inst.id = inst.service.clone();
         }
         let key = (inst.node.clone(), inst.id.clone());
-        if self.nodes.contains_key(&inst.node) && self.services.get(&key).map(|s| &s.inst) == Some(&inst) {
+        if self.nodes.contains_key(&inst.node)
+            && self.services.get(&key).map(|s| &s.inst) == Some(&inst)
+        {
             return false;
         }
         let idx = self.bump();
@@ -465,7 +474,8 @@ impl Catalog {
         let idx = self.bump();
         self.services.remove(&key);
         let before = self.checks.len();
-        self.checks.retain(|(n, _), c| !(n == node && c.service_id == id));
+        self.checks
+            .retain(|(n, _), c| !(n == node && c.service_id == id));
         if self.checks.len() != before {
             self.checks_table = idx;
         }
@@ -532,7 +542,10 @@ impl Catalog {
         self.checks_table = idx;
         if service_id.is_empty() {
             self.touch_services_on_node(node, idx);
-        } else if let Some(s) = self.services.get(&(node.to_string(), service_id.to_string())) {
+        } else if let Some(s) = self
+            .services
+            .get(&(node.to_string(), service_id.to_string()))
+        {
             let name = s.inst.service.clone();
             self.service_index.insert(name, idx);
         }
@@ -648,7 +661,8 @@ impl FakeConsul {
                     .build()
                     .expect("runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                    let listener =
+                        tokio::net::TcpListener::from_std(std_listener).expect("listener");
                     tokio::select! {
                         _ = rx => {}
                         _ = accept_loop(listener, sh) => {}
@@ -797,7 +811,8 @@ impl FakeConsul {
         s.by_endpoint.lock().unwrap().clear();
         s.log.lock().unwrap().clear();
         s.rejected.store(0, Ordering::SeqCst);
-        s.peak.store(s.open.load(Ordering::SeqCst), Ordering::SeqCst);
+        s.peak
+            .store(s.open.load(Ordering::SeqCst), Ordering::SeqCst);
         s.peak_blocking
             .store(s.blocking.load(Ordering::SeqCst), Ordering::SeqCst);
     }
@@ -897,7 +912,8 @@ async fn reject(mut stream: tokio::net::TcpStream) {
         TOO_MANY_CONNS.len(),
         TOO_MANY_CONNS
     );
-    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(msg.as_bytes())).await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(100), stream.write_all(msg.as_bytes())).await;
     let _ = stream.shutdown().await;
     let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
@@ -1047,18 +1063,25 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
-fn parse_query(shared: &Shared, route: &Route, raw: &str, req: &Request<Incoming>) -> Result<Query, Resp> {
+fn parse_query(
+    shared: &Shared,
+    route: &Route,
+    raw: &str,
+    req: &Request<Incoming>,
+) -> Result<Query, Box<Resp>> {
     let mut q = Query::default();
     for part in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         q.params.push((decode(k, true), decode(v, true)));
     }
-    let bad = |m: &str| text(StatusCode::BAD_REQUEST, m);
+    let bad = |m: &str| Box::new(text(StatusCode::BAD_REQUEST, m));
     q.stale = q.has("stale");
     q.consistent = q.has("consistent");
     q.pretty = q.has("pretty");
     if q.stale && q.consistent {
-        return Err(bad("Cannot specify ?stale with ?consistent, conflicting semantics."));
+        return Err(bad(
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ));
     }
     if let Some(w) = q.get("wait").filter(|w| !w.is_empty()) {
         match parse_go_duration(w) {
@@ -1130,7 +1153,10 @@ fn parse_query(shared: &Shared, route: &Route, raw: &str, req: &Request<Incoming
     }
     if let Some(dc) = q.get("dc").filter(|d| !d.is_empty()) {
         if dc != shared.opts.datacenter {
-            return Err(text(StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter"));
+            return Err(Box::new(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No path to datacenter",
+            )));
         }
     }
     Ok(q)
@@ -1141,7 +1167,7 @@ enum Acl {
     Anonymous,
 }
 
-fn acl(shared: &Shared, q: &Query, req: &Request<Incoming>) -> Result<Acl, Resp> {
+fn acl(shared: &Shared, q: &Query, req: &Request<Incoming>) -> Result<Acl, Box<Resp>> {
     let Some(want) = &shared.opts.acl_token else {
         return Ok(Acl::All);
     };
@@ -1160,7 +1186,7 @@ fn acl(shared: &Shared, q: &Query, req: &Request<Incoming>) -> Result<Acl, Resp>
     } else if &token == want {
         Ok(Acl::All)
     } else {
-        Err(text(StatusCode::FORBIDDEN, "ACL not found"))
+        Err(Box::new(text(StatusCode::FORBIDDEN, "ACL not found")))
     }
 }
 
@@ -1266,18 +1292,24 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let q = match parse_query(&shared, &route, &raw_query, &req) {
         Ok(q) => q,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let acl = match acl(&shared, &q, &req) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     match &route {
         Route::AgentSelf => {
             if matches!(acl, Acl::Anonymous) {
                 return Ok(text(StatusCode::FORBIDDEN, "Permission denied"));
             }
-            return Ok(json_response(&shared, &q, agent_self(&shared.opts), None, false));
+            return Ok(json_response(
+                &shared,
+                &q,
+                agent_self(&shared.opts),
+                None,
+                false,
+            ));
         }
         Route::HealthService(n) | Route::CatalogService(n) if n.is_empty() => {
             return Ok(text(StatusCode::BAD_REQUEST, "Missing service name"));
@@ -1285,7 +1317,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         Route::HealthState(s) if s.is_empty() => {
             return Ok(text(StatusCode::BAD_REQUEST, "Missing check state"));
         }
-        Route::HealthState(s) if !matches!(s.as_str(), "any" | "passing" | "warning" | "critical") => {
+        Route::HealthState(s)
+            if !matches!(s.as_str(), "any" | "passing" | "warning" | "critical") =>
+        {
             return Ok(text(StatusCode::BAD_REQUEST, "Invalid check state"));
         }
         _ => {}
@@ -1342,7 +1376,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     Ok(json_response(&shared, &q, body, Some(idx), filtered))
 }
 
-fn json_response(shared: &Shared, q: &Query, body: Value, index: Option<u64>, acl_filtered: bool) -> Resp {
+fn json_response(
+    shared: &Shared,
+    q: &Query,
+    body: Value,
+    index: Option<u64>,
+    acl_filtered: bool,
+) -> Resp {
     let bytes = if q.pretty {
         serde_json::to_vec_pretty(&body).unwrap()
     } else {
@@ -1362,7 +1402,10 @@ fn json_response(shared: &Shared, q: &Query, body: Value, index: Option<u64>, ac
         } else {
             "leader"
         };
-        h.insert("x-consul-effective-consistency", consistency.parse().unwrap());
+        h.insert(
+            "x-consul-effective-consistency",
+            consistency.parse().unwrap(),
+        );
         if acl_filtered {
             h.insert("x-consul-results-filtered-by-acls", "true".parse().unwrap());
         }
@@ -1529,7 +1572,10 @@ fn check_json(c: &Catalog, ch: &CheckRec, o: &Options) -> Value {
     m.insert("Output".into(), json!(""));
     m.insert("ServiceID".into(), json!(ch.service_id));
     m.insert("ServiceName".into(), json!(name));
-    m.insert("ServiceTags".into(), tags_json(&tags, o.null_empty_collections));
+    m.insert(
+        "ServiceTags".into(),
+        tags_json(&tags, o.null_empty_collections),
+    );
     m.insert("Type".into(), json!(""));
     m.insert("Interval".into(), json!(""));
     m.insert("Timeout".into(), json!(""));
@@ -1582,7 +1628,10 @@ fn service_node_json(n: &NodeRec, s: &SvcRec, o: &Options) -> Value {
     );
     m.insert("ServiceMeta".into(), str_map(&i.meta, nulls));
     m.insert("ServicePort".into(), json!(i.port));
-    m.insert("ServiceEnableTagOverride".into(), json!(i.enable_tag_override));
+    m.insert(
+        "ServiceEnableTagOverride".into(),
+        json!(i.enable_tag_override),
+    );
     m.insert(
         "ServiceProxy".into(),
         json!({"Mode": "", "MeshGateway": {}, "Expose": {}}),
@@ -1863,7 +1912,8 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
                 i += 2;
             }
             '"' => {
-                let (v, n) = quoted(&b[i..]).ok_or_else(|| err(i, "unterminated string literal"))?;
+                let (v, n) =
+                    quoted(&b[i..]).ok_or_else(|| err(i, "unterminated string literal"))?;
                 out.push((start, Tok::Str(v)));
                 i += n;
             }
@@ -1911,7 +1961,10 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
                         parts.push(key);
                         i += n + 2;
                     }
-                    if b.get(i) == Some(&'.') && b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == '_') {
+                    if b.get(i) == Some(&'.')
+                        && b.get(i + 1)
+                            .is_some_and(|c| c.is_ascii_alphabetic() || *c == '_')
+                    {
                         i += 1;
                         continue;
                     }
@@ -1965,7 +2018,9 @@ fn is_kw(t: Option<&Tok>, kw: &str) -> bool {
     matches!(t, Some(Tok::Word(p)) if p.len() == 1 && p[0] == kw)
 }
 
-const KEYWORDS: &[&str] = &["and", "or", "not", "in", "contains", "matches", "is", "empty"];
+const KEYWORDS: &[&str] = &[
+    "and", "or", "not", "in", "contains", "matches", "is", "empty",
+];
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
@@ -2121,7 +2176,10 @@ impl Parser<'_> {
             self.value()?
         };
         let re = if matches!(op, Op::Matches | Op::NotMatches) {
-            Some(regex::Regex::new(&value).map_err(|e| format!("Failed to compile regular expression {value:?}: {e}"))?)
+            Some(
+                regex::Regex::new(&value)
+                    .map_err(|e| format!("Failed to compile regular expression {value:?}: {e}"))?,
+            )
         } else {
             None
         };
@@ -2254,11 +2312,28 @@ mod tests {
     }
 
     fn fleet(c: &FakeConsul) {
-        c.set_node(Node::new("node-a", "127.0.0.1").meta("rack", "r1").tagged_address("lan", "127.0.0.1"));
+        c.set_node(
+            Node::new("node-a", "127.0.0.1")
+                .meta("rack", "r1")
+                .tagged_address("lan", "127.0.0.1"),
+        );
         c.set_node(Node::new("node-b", "127.0.0.2").meta("rack", "r2"));
-        c.register(ServiceInstance::new("node-b", "web", 8080).tags(&["prod", "v2"]).meta("team", "a"));
-        c.register(ServiceInstance::new("node-a", "web", 8080).id("web-1").tags(&["prod"]));
-        c.register(ServiceInstance::new("node-a", "web", 8081).id("web-0").tags(&["canary"]).address("127.0.0.9"));
+        c.register(
+            ServiceInstance::new("node-b", "web", 8080)
+                .tags(&["prod", "v2"])
+                .meta("team", "a"),
+        );
+        c.register(
+            ServiceInstance::new("node-a", "web", 8080)
+                .id("web-1")
+                .tags(&["prod"]),
+        );
+        c.register(
+            ServiceInstance::new("node-a", "web", 8081)
+                .id("web-0")
+                .tags(&["canary"])
+                .address("127.0.0.9"),
+        );
         c.register(ServiceInstance::new("node-a", "db", 5432).tags(&["primary"]));
         c.set_check_status("node-a", "serfHealth", "passing");
         c.set_check_status("node-b", "serfHealth", "passing");
@@ -2267,11 +2342,18 @@ mod tests {
     }
 
     fn ids(r: &Response) -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()
             .as_array()
             .expect("array")
             .iter()
-            .map(|e| format!("{}/{}", e["Node"]["Node"].as_str().unwrap(), e["Service"]["ID"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["Node"]["Node"].as_str().unwrap(),
+                    e["Service"]["ID"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -2304,9 +2386,15 @@ mod tests {
         assert_eq!(get(&c, "/v1/catalog/services").json(), json!({}));
         assert_eq!(get(&c, "/v1/health/service/nope").json(), json!([]));
         assert_eq!(get(&c, "/v1/nope").status, 404);
-        assert_eq!(request(c.addr(), "PUT", "/v1/catalog/services", &[]).status, 405);
+        assert_eq!(
+            request(c.addr(), "PUT", "/v1/catalog/services", &[]).status,
+            405
+        );
         assert_eq!(get(&c, "/v1/health/service/x?dc=dc9").status, 500);
-        assert_eq!(get(&c, "/v1/health/service/x?dc=dc9").text(), "No path to datacenter");
+        assert_eq!(
+            get(&c, "/v1/health/service/x?dc=dc9").text(),
+            "No path to datacenter"
+        );
         assert_eq!(get(&c, "/v1/health/service/x?dc=test-dc").status, 200);
         assert_eq!(get(&c, "/v1/health/service/x?stale&consistent").status, 400);
         assert_eq!(get(&c, "/v1/health/service/x?index=abc").status, 400);
@@ -2336,7 +2424,12 @@ mod tests {
         assert_eq!(e["Service"]["Address"], "");
         assert_eq!(e["Service"]["Weights"], json!({"Passing": 1, "Warning": 1}));
         assert!(e["Service"].get("Namespace").is_none());
-        let checks: Vec<&str> = e["Checks"].as_array().unwrap().iter().map(|c| c["CheckID"].as_str().unwrap()).collect();
+        let checks: Vec<&str> = e["Checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["CheckID"].as_str().unwrap())
+            .collect();
         assert_eq!(checks, ["serfHealth", "service:web-1"]);
         assert_eq!(e["Checks"][1]["ServiceName"], "web");
         assert_eq!(e["Checks"][1]["ServiceTags"], json!(["prod"]));
@@ -2344,14 +2437,25 @@ mod tests {
         assert_eq!(v[0]["Service"]["Address"], "127.0.0.9");
         // URL-decoded names.
         c.register(ServiceInstance::new("node-b", "my svc/x", 1));
-        assert_eq!(ids(&get(&c, "/v1/health/service/my%20svc%2Fx")), ["node-b/my svc/x"]);
+        assert_eq!(
+            ids(&get(&c, "/v1/health/service/my%20svc%2Fx")),
+            ["node-b/my svc/x"]
+        );
         // Tagged service addresses use {"Address","Port"}.
         c.register(ServiceInstance::new("node-b", "ta", 1).tagged_address("wan", "127.0.0.3", 80));
         let v = get(&c, "/v1/health/service/ta").json();
-        assert_eq!(v[0]["Service"]["TaggedAddresses"], json!({"wan": {"Address": "127.0.0.3", "Port": 80}}));
+        assert_eq!(
+            v[0]["Service"]["TaggedAddresses"],
+            json!({"wan": {"Address": "127.0.0.3", "Port": 80}})
+        );
         // catalog/service.
         let v = get(&c, "/v1/catalog/service/web?tag=prod").json();
-        let got: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["ServiceID"].as_str().unwrap()).collect();
+        let got: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["ServiceID"].as_str().unwrap())
+            .collect();
         assert_eq!(got, ["web-1", "web"]);
         assert_eq!(v[0]["NodeMeta"], json!({"rack": "r1"}));
     }
@@ -2376,7 +2480,11 @@ mod tests {
         let q = |p: &str| ids(&get(&c, &format!("/v1/health/service/web?{p}")));
         assert_eq!(q("tag=prod"), ["node-a/web-1", "node-b/web"]);
         assert_eq!(q("tag=prod&tag=v2"), ["node-b/web"]);
-        assert_eq!(q("tag=PROD&tag=V2"), ["node-b/web"], "tag match is case-insensitive");
+        assert_eq!(
+            q("tag=PROD&tag=V2"),
+            ["node-b/web"],
+            "tag match is case-insensitive"
+        );
         assert_eq!(q("tag=nope").len(), 0);
         assert_eq!(q("node-meta=rack%3Ar1"), ["node-a/web-0", "node-a/web-1"]);
         assert_eq!(q("node-meta=rack:r1&node-meta=rack:r2").len(), 0);
@@ -2389,32 +2497,71 @@ mod tests {
             }
             q(&s)
         };
-        assert_eq!(f(r#""prod" in Service.Tags"#), ["node-a/web-1", "node-b/web"]);
+        assert_eq!(
+            f(r#""prod" in Service.Tags"#),
+            ["node-a/web-1", "node-b/web"]
+        );
         assert_eq!(f(r#""prod" not in Service.Tags"#), ["node-a/web-0"]);
         assert_eq!(f(r#"Service.Tags contains "v2""#), ["node-b/web"]);
         assert_eq!(f(r#"Service.Tags not contains `prod`"#), ["node-a/web-0"]);
         assert_eq!(f(r#"Node.Meta.rack == "r2""#), ["node-b/web"]);
-        assert_eq!(f(r#"Node.Meta["rack"] != "r2""#), ["node-a/web-0", "node-a/web-1"]);
+        assert_eq!(
+            f(r#"Node.Meta["rack"] != "r2""#),
+            ["node-a/web-0", "node-a/web-1"]
+        );
         assert_eq!(f(r#"Service.Meta.team == "a""#), ["node-b/web"]);
         assert_eq!(f(r#"Service.Meta.missing == "a""#).len(), 0);
         assert_eq!(f(r#"Service.Meta.missing != "a""#).len(), 3);
-        assert_eq!(f(r#"Service.Meta is empty"#), ["node-a/web-0", "node-a/web-1"]);
-        assert_eq!(f(r#"Service.ID == "web-0" or Node.Node == node-b"#), ["node-a/web-0", "node-b/web"]);
-        assert_eq!(f(r#"not (Service.ID == "web-0" or Node.Node == "node-b")"#), ["node-a/web-1"]);
-        assert_eq!(f(r#"Node.Node == "node-a" and not "canary" in Service.Tags"#), ["node-a/web-1"]);
+        assert_eq!(
+            f(r#"Service.Meta is empty"#),
+            ["node-a/web-0", "node-a/web-1"]
+        );
+        assert_eq!(
+            f(r#"Service.ID == "web-0" or Node.Node == "node-b""#),
+            ["node-a/web-0", "node-b/web"]
+        );
+        assert_eq!(
+            f(r#"not (Service.ID == "web-0" or Node.Node == "node-b")"#),
+            ["node-a/web-1"]
+        );
+        assert_eq!(
+            f(r#"Node.Node == "node-a" and not "canary" in Service.Tags"#),
+            ["node-a/web-1"]
+        );
         assert_eq!(f(r#"Service.Port == 8081"#), ["node-a/web-0"]);
-        assert_eq!(f(r#"Node.Datacenter == "dc1" and Service.Service == "web""#).len(), 3);
+        assert_eq!(
+            f(r#"Service.Service == web and Service.EnableTagOverride == false"#).len(),
+            3
+        );
+        assert_eq!(
+            f(r#"Node.Datacenter == "dc1" and Service.Service == "web""#).len(),
+            3
+        );
         assert_eq!(f(r#"Checks.Status == "warning""#), ["node-a/web-0"]);
-        assert_eq!(f(r#"Service.ID matches "^web-[0-9]$""#), ["node-a/web-0", "node-a/web-1"]);
+        assert_eq!(
+            f(r#"Service.ID matches "^web-[0-9]$""#),
+            ["node-a/web-0", "node-a/web-1"]
+        );
         // Errors: syntax, and catalog selectors on the health endpoint.
-        for bad in [r#"Service.Tags contains"#, r#"ServiceTags contains "x""#, r#"(Service.ID == "a""#, r#"Service.ID = "a""#] {
+        for bad in [
+            r#"Service.Tags contains"#,
+            r#"ServiceTags contains "x""#,
+            r#"(Service.ID == "a""#,
+            r#"Service.ID = "a""#,
+            r#"Node.Node == node-b"#,
+        ] {
             let mut s = String::from("/v1/health/service/web?filter=");
             for b in bad.bytes() {
                 s.push_str(&format!("%{b:02X}"));
             }
             let r = get(&c, &s);
             assert_eq!(r.status, 400, "{bad}");
-            assert!(r.text().starts_with("Failed to create boolean expression evaluator"), "{}", r.text());
+            assert!(
+                r.text()
+                    .starts_with("Failed to create boolean expression evaluator"),
+                "{}",
+                r.text()
+            );
         }
     }
 
@@ -2423,15 +2570,25 @@ mod tests {
         let c = quiet();
         fleet(&c);
         let v = get(&c, "/v1/catalog/services").json();
-        assert_eq!(v, json!({"db": ["primary"], "web": ["canary", "prod", "v2"]}));
+        assert_eq!(
+            v,
+            json!({"db": ["primary"], "web": ["canary", "prod", "v2"]})
+        );
         let v = get(&c, "/v1/catalog/services?node-meta=rack:r2").json();
         assert_eq!(v, json!({"web": ["prod", "v2"]}));
-        let v = get(&c, "/v1/catalog/services?filter=NodeMeta.rack+%3D%3D+%22r1%22").json();
+        let v = get(
+            &c,
+            "/v1/catalog/services?filter=NodeMeta.rack+%3D%3D+%22r1%22",
+        )
+        .json();
         assert_eq!(v, json!({"db": ["primary"], "web": ["canary", "prod"]}));
         let v = get(&c, "/v1/catalog/services?filter=ServiceName+%3D%3D+db").json();
         assert_eq!(v, json!({"db": ["primary"]}));
         // Health selectors are not catalog selectors.
-        assert_eq!(get(&c, "/v1/catalog/services?filter=Service.Service+%3D%3D+db").status, 400);
+        assert_eq!(
+            get(&c, "/v1/catalog/services?filter=Service.Service+%3D%3D+db").status,
+            400
+        );
 
         let st = |p: &str| -> Vec<String> {
             get(&c, p)
@@ -2439,26 +2596,64 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|ch| format!("{}/{}", ch["Node"].as_str().unwrap(), ch["CheckID"].as_str().unwrap()))
+                .map(|ch| {
+                    format!(
+                        "{}/{}",
+                        ch["Node"].as_str().unwrap(),
+                        ch["CheckID"].as_str().unwrap()
+                    )
+                })
                 .collect()
         };
-        assert_eq!(st("/v1/health/state/any"), ["node-a/serfHealth", "node-a/service:web-0", "node-a/service:web-1", "node-b/serfHealth"]);
+        assert_eq!(
+            st("/v1/health/state/any"),
+            [
+                "node-a/serfHealth",
+                "node-a/service:web-0",
+                "node-a/service:web-1",
+                "node-b/serfHealth"
+            ]
+        );
         assert_eq!(st("/v1/health/state/warning"), ["node-a/service:web-0"]);
         assert_eq!(st("/v1/health/state/critical").len(), 0);
-        assert_eq!(st("/v1/health/state/passing?node-meta=rack:r2"), ["node-b/serfHealth"]);
-        assert_eq!(st("/v1/health/state/any?filter=ServiceName+%3D%3D+web"), ["node-a/service:web-0", "node-a/service:web-1"]);
+        assert_eq!(
+            st("/v1/health/state/passing?node-meta=rack:r2"),
+            ["node-b/serfHealth"]
+        );
+        assert_eq!(
+            st("/v1/health/state/any?filter=ServiceName+%3D%3D+web"),
+            ["node-a/service:web-0", "node-a/service:web-1"]
+        );
 
         // Maintenance.
         c.set_node_maintenance("node-b", true);
-        assert_eq!(st("/v1/health/state/critical"), ["node-b/_node_maintenance"]);
-        let v = get(&c, "/v1/health/service/web?filter=Node.Node+%3D%3D+node-b").json();
-        let checks: Vec<&str> = v[0]["Checks"].as_array().unwrap().iter().map(|c| c["CheckID"].as_str().unwrap()).collect();
+        assert_eq!(
+            st("/v1/health/state/critical"),
+            ["node-b/_node_maintenance"]
+        );
+        let v = get(
+            &c,
+            "/v1/health/service/web?filter=Node.Node+%3D%3D+%22node-b%22",
+        )
+        .json();
+        let checks: Vec<&str> = v[0]["Checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["CheckID"].as_str().unwrap())
+            .collect();
         assert_eq!(checks, ["_node_maintenance", "serfHealth"]);
         c.set_service_maintenance("node-a", "web-1", true);
-        assert_eq!(ids(&get(&c, "/v1/health/service/web?passing")), Vec::<String>::new());
+        assert_eq!(
+            ids(&get(&c, "/v1/health/service/web?passing")),
+            Vec::<String>::new()
+        );
         c.set_node_maintenance("node-b", false);
         c.set_service_maintenance("node-a", "web-1", false);
-        assert_eq!(ids(&get(&c, "/v1/health/service/web?passing")), ["node-a/web-1", "node-b/web"]);
+        assert_eq!(
+            ids(&get(&c, "/v1/health/service/web?passing")),
+            ["node-a/web-1", "node-b/web"]
+        );
         // Deregistering removes instance and its checks.
         c.deregister("node-a", "web-0");
         assert_eq!(st("/v1/health/state/warning").len(), 0);
@@ -2474,8 +2669,13 @@ mod tests {
         assert_eq!(i, c.service_index("web"));
         let catalog_i = index_of(&get(&c, "/v1/catalog/services"));
         let h = spawn_get(&c, &format!("/v1/health/service/web?index={i}&wait=8s"));
-        let hc = spawn_get(&c, &format!("/v1/catalog/services?index={catalog_i}&wait=8s"));
-        poll_until(Duration::from_secs(5), "two blocking queries", || (c.stats().blocking_in_flight == 2).then_some(()));
+        let hc = spawn_get(
+            &c,
+            &format!("/v1/catalog/services?index={catalog_i}&wait=8s"),
+        );
+        poll_until(Duration::from_secs(5), "two blocking queries", || {
+            (c.stats().blocking_in_flight == 2).then_some(())
+        });
         // Unrelated: another service's instance and check, another node.
         c.register(ServiceInstance::new("node-a", "db", 5433).id("db-2"));
         c.set_check_status("node-a", "service:db", "critical");
@@ -2504,7 +2704,9 @@ mod tests {
         // A deleted service's index moves, so its watchers wake.
         let wi = index_of(&get(&c, "/v1/health/service/db"));
         let h = spawn_get(&c, &format!("/v1/health/service/db?index={wi}&wait=8s"));
-        poll_until(Duration::from_secs(5), "blocking", || (c.stats().blocking_in_flight == 1).then_some(()));
+        poll_until(Duration::from_secs(5), "blocking", || {
+            (c.stats().blocking_in_flight == 1).then_some(())
+        });
         c.deregister("node-a", "db");
         c.deregister("node-a", "db-2");
         let (r, took) = h.join().unwrap();
@@ -2521,16 +2723,25 @@ mod tests {
         let t = Instant::now();
         let r = get(&c, &format!("/v1/health/service/web?index={i}&wait=400ms"));
         let took = t.elapsed();
-        assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
         assert_eq!(index_of(&r), i);
         assert_eq!(ids(&r).len(), 3);
         // An index below the current one answers at once.
         let t = Instant::now();
-        let r = get(&c, &format!("/v1/health/service/web?index={}&wait=5s", i - 1));
+        let r = get(
+            &c,
+            &format!("/v1/health/service/web?index={}&wait=5s", i - 1),
+        );
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(index_of(&r), i);
         // Go durations.
-        assert_eq!(parse_go_duration("120000ms"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_go_duration("120000ms"),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_go_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
@@ -2546,7 +2757,10 @@ mod tests {
         let t = Instant::now();
         get(&c, &format!("/v1/health/service/s?index={i}&wait=320ms"));
         let took = t.elapsed();
-        assert!(took >= Duration::from_millis(320) && took < Duration::from_millis(320 + 20 + 500), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(320) && took < Duration::from_millis(320 + 20 + 500),
+            "{took:?}"
+        );
     }
 
     #[test]
@@ -2568,15 +2782,31 @@ mod tests {
     fn namespaces_and_partitions() {
         let c = quiet();
         c.register(ServiceInstance::new("n", "s", 1).id("plain"));
-        c.register(ServiceInstance::new("n", "s", 2).id("in-ns").namespace("team-a").partition("p1"));
+        c.register(
+            ServiceInstance::new("n", "s", 2)
+                .id("in-ns")
+                .namespace("team-a")
+                .partition("p1"),
+        );
         assert_eq!(ids(&get(&c, "/v1/health/service/s")), ["n/plain"]);
         assert_eq!(ids(&get(&c, "/v1/health/service/s?ns=team-a")).len(), 0);
-        assert_eq!(ids(&get(&c, "/v1/health/service/s?ns=team-a&partition=p1")), ["n/in-ns"]);
+        assert_eq!(
+            ids(&get(&c, "/v1/health/service/s?ns=team-a&partition=p1")),
+            ["n/in-ns"]
+        );
         let v = get(&c, "/v1/health/service/s?ns=*&partition=*").json();
         assert_eq!(v.as_array().unwrap().len(), 2);
         assert_eq!(v[0]["Service"]["Namespace"], "team-a");
         assert_eq!(v[0]["Service"]["Partition"], "p1");
-        let r = request(c.addr(), "GET", "/v1/health/service/s", &[("X-Consul-Namespace", "team-a"), ("X-Consul-Partition", "p1")]);
+        let r = request(
+            c.addr(),
+            "GET",
+            "/v1/health/service/s",
+            &[
+                ("X-Consul-Namespace", "team-a"),
+                ("X-Consul-Partition", "p1"),
+            ],
+        );
         assert_eq!(ids(&r), ["n/in-ns"]);
     }
 
@@ -2593,12 +2823,30 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.json(), json!([]));
         assert_eq!(r.header("x-consul-results-filtered-by-acls"), Some("true"));
-        let r = request(c.addr(), "GET", "/consul/v1/health/service/s", &[("X-Consul-Token", "s3cret")]);
+        let r = request(
+            c.addr(),
+            "GET",
+            "/consul/v1/health/service/s",
+            &[("X-Consul-Token", "s3cret")],
+        );
         assert_eq!(ids(&r), ["n/s"]);
-        let r = request(c.addr(), "GET", "/consul/v1/health/service/s", &[("Authorization", "Bearer s3cret")]);
+        let r = request(
+            c.addr(),
+            "GET",
+            "/consul/v1/health/service/s",
+            &[("Authorization", "Bearer s3cret")],
+        );
         assert_eq!(ids(&r), ["n/s"]);
-        assert_eq!(ids(&get(&c, "/consul/v1/health/service/s?token=s3cret")), ["n/s"]);
-        let r = request(c.addr(), "GET", "/consul/v1/health/service/s", &[("X-Consul-Token", "wrong")]);
+        assert_eq!(
+            ids(&get(&c, "/consul/v1/health/service/s?token=s3cret")),
+            ["n/s"]
+        );
+        let r = request(
+            c.addr(),
+            "GET",
+            "/consul/v1/health/service/s",
+            &[("X-Consul-Token", "wrong")],
+        );
         assert_eq!(r.status, 403);
         let log = c.requests();
         assert_eq!(log[2].headers["x-consul-token"], "s3cret");
@@ -2611,8 +2859,12 @@ mod tests {
             max_conns_per_client: 3,
             ..Options::default()
         });
-        let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(c.addr()).unwrap()).collect();
-        poll_until(Duration::from_secs(5), "3 open connections", || (c.stats().open_connections == 3).then_some(()));
+        let mut held: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(c.addr()).unwrap())
+            .collect();
+        poll_until(Duration::from_secs(5), "3 open connections", || {
+            (c.stats().open_connections == 3).then_some(())
+        });
         let r = get(&c, "/v1/agent/self");
         assert_eq!(r.status, 429);
         assert_eq!(r.text(), TOO_MANY_CONNS);
@@ -2620,11 +2872,14 @@ mod tests {
         assert_eq!(c.stats().rejected_connections, 1);
         assert_eq!(c.stats().peak_connections, 3);
         held.pop();
-        poll_until(Duration::from_secs(5), "2 open connections", || (c.stats().open_connections == 2).then_some(()));
+        poll_until(Duration::from_secs(5), "2 open connections", || {
+            (c.stats().open_connections == 2).then_some(())
+        });
         assert_eq!(get(&c, "/v1/agent/self").status, 200);
         // Held connections still work (keep-alive requests on them).
         let s = &mut held[0];
-        s.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
         assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
@@ -2636,8 +2891,14 @@ mod tests {
         c.register(ServiceInstance::new("n", "s", 1));
         let i = c.service_index("s");
         let mut s = TcpStream::connect(c.addr()).unwrap();
-        write!(s, "GET /v1/health/service/s?index={i}&wait=60s HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        poll_until(Duration::from_secs(5), "blocking", || (c.stats().blocking_in_flight == 1).then_some(()));
+        write!(
+            s,
+            "GET /v1/health/service/s?index={i}&wait=60s HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        poll_until(Duration::from_secs(5), "blocking", || {
+            (c.stats().blocking_in_flight == 1).then_some(())
+        });
         drop(s);
         poll_until(Duration::from_secs(5), "blocking query cancelled", || {
             let st = c.stats();
@@ -2656,7 +2917,12 @@ mod tests {
         c.clear_faults();
         assert_eq!(get(&c, "/v1/health/service/web").status, 200);
         // 429 with Retry-After.
-        c.inject("", Fault::TooManyRequests { retry_after_secs: 7 });
+        c.inject(
+            "",
+            Fault::TooManyRequests {
+                retry_after_secs: 7,
+            },
+        );
         let r = get(&c, "/v1/catalog/services");
         assert_eq!(r.status, 429);
         assert_eq!(r.header("retry-after"), Some("7"));
@@ -2680,7 +2946,9 @@ mod tests {
         // later ones report it.
         let i = index_of(&get(&c, "/v1/health/service/web"));
         let h = spawn_get(&c, &format!("/v1/health/service/web?index={i}&wait=8s"));
-        poll_until(Duration::from_secs(5), "blocking", || (c.stats().blocking_in_flight == 1).then_some(()));
+        poll_until(Duration::from_secs(5), "blocking", || {
+            (c.stats().blocking_in_flight == 1).then_some(())
+        });
         c.reset_index(5);
         let (r, took) = h.join().unwrap();
         assert!(took < Duration::from_secs(5));
@@ -2698,8 +2966,11 @@ mod tests {
         c.inject("", Fault::Hang);
         let addr = c.addr();
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        poll_until(Duration::from_secs(5), "request seen", || (c.stats().requests == 1).then_some(()));
+        s.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        poll_until(Duration::from_secs(5), "request seen", || {
+            (c.stats().requests == 1).then_some(())
+        });
         let t = Instant::now();
         drop(c);
         assert!(t.elapsed() < Duration::from_secs(2));
