@@ -7,5 +7,6 @@ mod util;
 
 mod cli;
 mod e2e;
+mod fake_consul;
 mod file_sd;
 mod http;
