@@ -33,12 +33,31 @@ fn parts(targets: usize, generation: usize) -> Vec<Part> {
                 .map(|i| {
                     let n = f * (targets / files) + i;
                     TargetGroup::new(
-                        [format!("127.{}.{}.{}:9104", n / 65536 % 256, n / 256 % 256, n % 256)],
+                        [format!(
+                            "127.{}.{}.{}:9104",
+                            n / 65536 % 256,
+                            n / 256 % 256,
+                            n % 256
+                        )],
                         LabelSet::from([
                             ("dbms", "MySQL"),
                             ("service_name", "My서비스"),
-                            ("db_name", if i % 3 == 0 { "프라이머리" } else { "세컨더리" }),
-                            ("role", if generation % 2 == 0 { "replica" } else { "primary" }),
+                            (
+                                "db_name",
+                                if i % 3 == 0 {
+                                    "프라이머리"
+                                } else {
+                                    "세컨더리"
+                                },
+                            ),
+                            (
+                                "role",
+                                if generation % 2 == 0 {
+                                    "replica"
+                                } else {
+                                    "primary"
+                                },
+                            ),
                             ("__meta_filepath", "/etc/sd/db.json"),
                         ]),
                     )
@@ -97,13 +116,17 @@ fn rebuild(c: &mut Criterion) {
         merger.apply(update(Change::Replace(parts(targets, 0))));
         merger.publish();
         let one = [parts(targets, 0), parts(targets, 1)].map(|p| p[0].clone());
-        group.bench_with_input(BenchmarkId::new("one_file_changed", targets), &targets, |b, _| {
-            b.iter(|| {
-                generation += 1;
-                merger.apply(update(Change::Patch(vec![one[generation % 2].clone()])));
-                merger.publish();
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("one_file_changed", targets),
+            &targets,
+            |b, _| {
+                b.iter(|| {
+                    generation += 1;
+                    merger.apply(update(Change::Patch(vec![one[generation % 2].clone()])));
+                    merger.publish();
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -133,9 +156,15 @@ fn request(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut sender = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(sdbridge::http::run(listener, state.clone(), std::future::pending()));
+        tokio::spawn(sdbridge::http::run(
+            listener,
+            state.clone(),
+            std::future::pending(),
+        ));
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
