@@ -52,7 +52,7 @@ fn parts(targets: usize, generation: usize) -> Vec<Part> {
                             ),
                             (
                                 "role",
-                                if generation % 2 == 0 {
+                                if generation.is_multiple_of(2) {
                                     "replica"
                                 } else {
                                     "primary"
@@ -101,7 +101,7 @@ fn rebuild(c: &mut Criterion) {
     for targets in [1_000usize, 100_000] {
         group.throughput(Throughput::Elements(targets as u64));
         let full = [parts(targets, 0), parts(targets, 1)];
-        let (mut merger, _, _) = setup();
+        let (mut merger, snapshot, _) = setup();
         let mut generation = 0;
         group.bench_with_input(BenchmarkId::new("full", targets), &targets, |b, _| {
             b.iter(|| {
@@ -110,6 +110,13 @@ fn rebuild(c: &mut Criterion) {
                 merger.publish();
             })
         });
+        // Gzip of the job body, done once per change off the publish path.
+        let body = snapshot.load().jobs[0].rendered.body.clone();
+        group.bench_with_input(
+            BenchmarkId::new("gzip_job_body", targets),
+            &targets,
+            |b, _| b.iter(|| black_box(sdbridge::snapshot::gzip(&body))),
+        );
         // One file of many changes: only its fragment is re-serialized,
         // the body is re-concatenated, hashed and gzipped.
         let (mut merger, _, _) = setup();

@@ -212,11 +212,11 @@ fn serve_sd(
             .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         return response;
     }
-    let gzip = accepts_gzip(headers);
-    let (body, etag) = if gzip {
-        (&rendered.gzip, &rendered.gzip_etag)
-    } else {
-        (&rendered.body, &rendered.etag)
+    let compressed = accepts_gzip(headers).then(|| rendered.gzip.get()).flatten();
+    let gzip = compressed.is_some();
+    let (body, etag) = match compressed {
+        Some(bytes) => (bytes, &rendered.gzip_etag),
+        None => (&rendered.body, &rendered.etag),
     };
     let status = if not_modified(headers, etag, rendered.last_modified) {
         StatusCode::NOT_MODIFIED

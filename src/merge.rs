@@ -102,7 +102,9 @@ impl Merger {
             metrics,
             generation: 0,
         };
-        merger.publish();
+        for rendered in merger.publish() {
+            rendered.compress();
+        }
         merger
     }
 
@@ -143,14 +145,20 @@ impl Merger {
     }
 
     /// Rebuilds the bodies of jobs that changed and publishes a snapshot.
-    pub fn publish(&mut self) {
+    /// Returns the bodies that are new, still to be gzipped
+    /// ([`Rendered::compress`]).
+    pub fn publish(&mut self) -> Vec<Arc<Rendered>> {
+        let mut fresh = Vec::new();
         let started = Instant::now();
         let mut any_body_changed = false;
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
             let rendered = render(fragments, Some(&job.rendered));
-            any_body_changed |= !Arc::ptr_eq(&rendered, &job.rendered);
+            if !Arc::ptr_eq(&rendered, &job.rendered) {
+                any_body_changed = true;
+                fresh.push(rendered.clone());
+            }
             job.rendered = rendered;
         }
         if any_body_changed || self.generation == 0 {
@@ -159,7 +167,11 @@ impl Merger {
                 groups: j.rendered.groups,
                 targets: j.rendered.targets,
             });
-            self.all = render(inner.collect::<Vec<_>>().iter(), Some(&self.all));
+            let all = render(inner.collect::<Vec<_>>().iter(), Some(&self.all));
+            if !Arc::ptr_eq(&all, &self.all) || self.generation == 0 {
+                fresh.push(all.clone());
+            }
+            self.all = all;
         }
         self.generation += 1;
         let jobs: Vec<JobSnapshot> = self
@@ -188,6 +200,7 @@ impl Merger {
         };
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.rebuilt(started.elapsed());
+        fresh
     }
 
     /// Receives updates until every sender is gone, publishing after each
@@ -205,7 +218,19 @@ impl Merger {
                     Err(_) => break,
                 }
             }
-            self.publish();
+            let fresh = self.publish();
+            if !fresh.is_empty() {
+                // Compression of large bodies takes far longer than the
+                // rebuild: do it off the merger, after the change is live.
+                tokio::task::spawn_blocking(move || {
+                    for rendered in fresh {
+                        // Superseded while waiting: nobody can serve it.
+                        if Arc::strong_count(&rendered) > 1 {
+                            rendered.compress();
+                        }
+                    }
+                });
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -17,8 +17,10 @@ use http::HeaderValue;
 pub struct Rendered {
     /// The JSON array.
     pub body: Bytes,
-    /// `body`, gzip-compressed once.
-    pub gzip: Bytes,
+    /// `body`, gzip-compressed once, off the publish path (see
+    /// [`Rendered::compress`]); until then gzip clients get identity, which
+    /// `Accept-Encoding` allows.
+    pub gzip: OnceLock<Bytes>,
     /// Strong ETag of `body`: a hash of the bytes, so identical on every
     /// replica and restart.
     pub etag: HeaderValue,
@@ -60,7 +62,7 @@ impl Rendered {
             .as_secs();
         let last_modified = UNIX_EPOCH + Duration::from_secs(now);
         Arc::new(Rendered {
-            gzip: gzip(&body),
+            gzip: OnceLock::new(),
             body,
             etag,
             gzip_etag,
@@ -69,6 +71,15 @@ impl Rendered {
             groups,
             targets,
         })
+    }
+}
+
+impl Rendered {
+    /// Compresses the body if not done yet. The merger calls this from a
+    /// blocking task after publishing, so a change is served (identity)
+    /// without waiting for gzip.
+    pub fn compress(&self) -> &Bytes {
+        self.gzip.get_or_init(|| gzip(&self.body))
     }
 }
 
@@ -172,7 +183,8 @@ mod tests {
     fn gzip_roundtrips() {
         let r = Rendered::new(Bytes::from("[\"서비스\"]"), 0, 0, None);
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&r.gzip[..])
+        assert!(r.gzip.get().is_none(), "compressed only on demand");
+        flate2::read::GzDecoder::new(&r.compress()[..])
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out.as_bytes(), &r.body[..]);
