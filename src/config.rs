@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::PromDuration;
 use crate::gopath;
+pub use crate::source::consul::config::ConsulSdConfig;
 use crate::targetgroup::TargetGroup;
 use crate::yaml;
 
@@ -94,9 +95,9 @@ pub struct JobConfig {
     /// Prometheus's `file_sd_configs`.
     #[serde(default)]
     pub file_sd_configs: Vec<FileSdConfig>,
-    /// Prometheus's `consul_sd_configs` (planned).
+    /// Prometheus's `consul_sd_configs`.
     #[serde(default)]
-    consul_sd_configs: Option<NotSupported>,
+    pub consul_sd_configs: Vec<ConsulSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
@@ -179,8 +180,8 @@ fn default_file_refresh() -> PromDuration {
 }
 
 /// A Prometheus field sdbridge recognises but does not support yet.
-#[derive(Debug, Clone)]
-struct NotSupported;
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct NotSupported;
 
 impl<'de> Deserialize<'de> for NotSupported {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -275,15 +276,19 @@ fn deserialize_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::
 pub fn check_file_pattern(name: &str) -> Result<(), String> {
     let has_ext = ["json", "yml", "yaml", "JSON", "YML", "YAML"]
         .iter()
-        .any(|ext| name.len() > ext.len() && name.ends_with(ext) && {
-            name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+        .any(|ext| {
+            name.len() > ext.len() && name.ends_with(ext) && {
+                name.as_bytes()[name.len() - ext.len() - 1] == b'.'
+            }
         });
     let star_ok = match name.find('*') {
         Some(i) => !name[i..].contains('/'),
         None => true,
     };
     if !has_ext || !star_ok {
-        return Err(format!("path name {name:?} is not valid for file discovery"));
+        return Err(format!(
+            "path name {name:?} is not valid for file discovery"
+        ));
     }
     let (dir, file) = gopath::split(name);
     if gopath::has_meta(dir) {
@@ -338,6 +343,9 @@ impl Config {
                 for file in &mut file_sd.files {
                     *file = gopath::join_dir(&config.base_dir, file);
                 }
+            }
+            for consul in &mut job.consul_sd_configs {
+                consul.set_directory(&config.base_dir);
             }
         }
         Ok(config)
@@ -434,8 +442,8 @@ mod tests {
                 "/etc/sdbridge/sdbridge.yml:5:27: jobs[0].file_sd_configs[0].refresh_interval: not a valid duration string",
             ),
             (
-                "jobs:\n  - job_name: a\n    consul_sd_configs: [{server: 127.0.0.1:8500}]\n",
-                "jobs[0].consul_sd_configs: not supported by sdbridge yet",
+                "jobs:\n  - job_name: a\n    consul_sd_configs: [{server: 127.0.0.1:8500, x: 1}]\n",
+                "jobs[0].consul_sd_configs[0]: unknown field `x`",
             ),
             (
                 "jobs:\n  - job_name: a\n    relabel_configs: []\n",
@@ -447,7 +455,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
-            assert!(err.contains(want), "config:\n{text}\nwant: {want}\ngot:  {err}");
+            assert!(
+                err.contains(want),
+                "config:\n{text}\nwant: {want}\ngot:  {err}"
+            );
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER, VARY,
+    ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, RETRY_AFTER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -105,7 +105,9 @@ pub async fn run(
 pub fn handle<B>(state: &AppState, req: &Request<B>) -> Response<Full<Bytes>> {
     let snapshot = state.snapshot.load();
     let (metric_path, response) = route(&snapshot, state, req);
-    state.metrics.request(&metric_path, response.status().as_u16());
+    state
+        .metrics
+        .request(&metric_path, response.status().as_u16());
     response
 }
 
@@ -124,13 +126,21 @@ fn route<B>(
         return (metric_path_of(snapshot, path), response);
     }
     let response = match path {
-        "/http_sd" | "/http_sd/" => serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
-            "not every job has synced yet".to_string()
-        }),
-        "/-/healthy" => text(StatusCode::OK, "text/plain; charset=utf-8", "Healthy\n".into()),
-        "/-/ready" if snapshot.all_ready => {
-            text(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n".into())
+        "/http_sd" | "/http_sd/" => {
+            serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
+                "not every job has synced yet".to_string()
+            })
         }
+        "/-/healthy" => text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Healthy\n".into(),
+        ),
+        "/-/ready" if snapshot.all_ready => text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Ready\n".into(),
+        ),
         "/-/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
@@ -258,7 +268,10 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// RFC 9110 section 13.1: `If-None-Match` (weak comparison, lists, `*`)
 /// decides when present; otherwise `If-Modified-Since`.
 pub fn not_modified(headers: &HeaderMap, etag: &HeaderValue, last_modified: SystemTime) -> bool {
-    let ours = etag.as_bytes().strip_prefix(b"W/").unwrap_or(etag.as_bytes());
+    let ours = etag
+        .as_bytes()
+        .strip_prefix(b"W/")
+        .unwrap_or(etag.as_bytes());
     let mut has_inm = false;
     for value in headers.get_all(IF_NONE_MATCH) {
         has_inm = true;
@@ -319,7 +332,11 @@ mod tests {
             ("identity", false),
             ("*;q=0", false),
         ] {
-            assert_eq!(accepts_gzip(&headers(&[("accept-encoding", value)])), want, "{value}");
+            assert_eq!(
+                accepts_gzip(&headers(&[("accept-encoding", value)])),
+                want,
+                "{value}"
+            );
         }
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
@@ -332,13 +349,25 @@ mod tests {
         assert!(nm(&[("if-none-match", "\"abc\"")]));
         assert!(nm(&[("if-none-match", "W/\"abc\"")]));
         assert!(nm(&[("if-none-match", "\"x\", \"abc\"")]));
-        assert!(nm(&[("if-none-match", "\"x\""), ("if-none-match", "\"abc\"")]));
+        assert!(nm(&[
+            ("if-none-match", "\"x\""),
+            ("if-none-match", "\"abc\"")
+        ]));
         assert!(nm(&[("if-none-match", "*")]));
         assert!(!nm(&[("if-none-match", "\"abcd\"")]));
         assert!(!nm(&[("if-none-match", "abc")]));
-        assert!(nm(&[("if-modified-since", "Wed, 25 Nov 2026 12:00:00 GMT")]));
-        assert!(nm(&[("if-modified-since", "Wed, 25 Nov 2026 13:00:00 GMT")]));
-        assert!(!nm(&[("if-modified-since", "Wed, 25 Nov 2026 11:59:59 GMT")]));
+        assert!(nm(&[(
+            "if-modified-since",
+            "Wed, 25 Nov 2026 12:00:00 GMT"
+        )]));
+        assert!(nm(&[(
+            "if-modified-since",
+            "Wed, 25 Nov 2026 13:00:00 GMT"
+        )]));
+        assert!(!nm(&[(
+            "if-modified-since",
+            "Wed, 25 Nov 2026 11:59:59 GMT"
+        )]));
         assert!(!nm(&[("if-modified-since", "garbage")]));
         // If-None-Match wins over If-Modified-Since.
         assert!(!nm(&[

@@ -80,7 +80,10 @@ fn header(value: &str) -> HeaderValue {
 /// Gzip at the default level: bodies are highly repetitive, and this runs
 /// once per change, not per request.
 pub fn gzip(body: &[u8]) -> Bytes {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 8 + 64), Compression::default());
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(body.len() / 8 + 64),
+        Compression::default(),
+    );
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(body);
     Bytes::from(encoder.finish().unwrap_or_default())

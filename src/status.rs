@@ -34,11 +34,13 @@ pub fn page(snapshot: &Snapshot) -> String {
     for job in &snapshot.jobs {
         let link = format!(
             "<a href=\"/http_sd/{}\">{}</a>",
-            escape(&percent_encoding::utf8_percent_encode(
-                &job.name,
-                percent_encoding::NON_ALPHANUMERIC
-            )
-            .to_string()),
+            escape(
+                &percent_encoding::utf8_percent_encode(
+                    &job.name,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+                .to_string()
+            ),
             escape(&job.name)
         );
         if job.sources.is_empty() {

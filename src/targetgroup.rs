@@ -213,7 +213,11 @@ mod tests {
     fn served_json_is_sorted_unescaped_and_carries_job() {
         let g = TargetGroup::new(
             ["127.0.0.1:9104"],
-            LabelSet::from([("service_name", "My서비스"), ("dbms", "MySQL"), ("__a", "x")]),
+            LabelSet::from([
+                ("service_name", "My서비스"),
+                ("dbms", "MySQL"),
+                ("__a", "x"),
+            ]),
         );
         let mut out = Vec::new();
         write_fragment(&mut out, &[g.clone(), g], "mysql");
@@ -235,7 +239,9 @@ mod tests {
     #[test]
     fn labelset_rejects_invalid_names_and_repeats() {
         let err = serde_json::from_str::<LabelSet>(r#"{"a.b": "1"}"#).unwrap_err();
-        assert!(err.to_string().contains("\"a.b\" is not a valid label name"));
+        assert!(err
+            .to_string()
+            .contains("\"a.b\" is not a valid label name"));
         let err = crate::yaml::from_str::<LabelSet>("a: 1\na: 2\n").unwrap_err();
         assert!(err.message.contains("more than once"), "{}", err.message);
         let nulls: LabelSet = serde_json::from_str(r#"{"a": null}"#).unwrap();

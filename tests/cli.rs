@@ -12,7 +12,11 @@ fn check_accepts_the_examples() {
             .args(["check", example])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 
@@ -23,11 +27,18 @@ fn check_reports_config_errors_with_position() {
         "bad.yml",
         "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labelz: {}\n",
     );
-    let out = Command::new(bin()).arg("check").arg(&config).output().unwrap();
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("{}:5:9: jobs[0].static_configs[0]: unknown field `labelz`", config.display())),
+        stdout.contains(&format!(
+            "{}:5:9: jobs[0].static_configs[0]: unknown field `labelz`",
+            config.display()
+        )),
         "{stdout}"
     );
 }
@@ -37,12 +48,22 @@ fn check_reports_invalid_file_sd_files() {
     let dir = Dir::new();
     dir.write("sd/good.yml", "- targets: [a]\n");
     dir.write("sd/bad.yml", "- targets: [a]\n  labels:\n    9bad: x\n");
-    let config = dir.write("c.yml", "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.yml]}]\n");
-    let out = Command::new(bin()).arg("check").arg(&config).output().unwrap();
+    let config = dir.write(
+        "c.yml",
+        "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.yml]}]\n",
+    );
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("{}/sd/bad.yml:3:5: [0].labels: \"9bad\" is not a valid label name", dir.root())),
+        stdout.contains(&format!(
+            "{}/sd/bad.yml:3:5: [0].labels: \"9bad\" is not a valid label name",
+            dir.root()
+        )),
         "{stdout}"
     );
     assert!(!stdout.contains("good.yml"), "{stdout}");
@@ -57,11 +78,18 @@ fn dump_prints_what_serve_serves() {
             .args(["dump", "--config", example])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let dumped = String::from_utf8(out.stdout).unwrap();
         // Same relative config path, same working directory: same bytes.
         let served = {
-            let bridge = Bridge::start_in(std::path::Path::new(manifest), std::path::Path::new(example));
+            let bridge = Bridge::start_in(
+                std::path::Path::new(manifest),
+                std::path::Path::new(example),
+            );
             bridge.get("/http_sd").text()
         };
         assert_eq!(dumped.trim_end(), served, "{example}");
@@ -83,5 +111,7 @@ fn missing_config_is_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sdbridge.yml: No such file"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sdbridge.yml: No such file")
+    );
 }

@@ -3,7 +3,8 @@
 
 use crate::util::{groups, Bridge, Dir};
 
-const CONFIG: &str = "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json, sd/*.yml]\n";
+const CONFIG: &str =
+    "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json, sd/*.yml]\n";
 
 fn start(dir: &Dir) -> Bridge {
     let config = dir.write("sdbridge.yml", CONFIG);
@@ -17,11 +18,19 @@ fn targets(body: &str) -> Vec<String> {
 #[test]
 fn write_modify_rename_over_and_delete() {
     let dir = Dir::new();
-    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"], "labels": {"db_name": "프라이머리"}}]"#);
+    dir.write(
+        "sd/a.json",
+        r#"[{"targets": ["127.0.0.1:9100"], "labels": {"db_name": "프라이머리"}}]"#,
+    );
     let bridge = start(&dir);
-    let body = bridge.wait_body("/http_sd/db", "initial file", |b| b.contains("127.0.0.1:9100"));
+    let body = bridge.wait_body("/http_sd/db", "initial file", |b| {
+        b.contains("127.0.0.1:9100")
+    });
     let g = groups(&body);
-    assert_eq!(g[0].1["__meta_filepath"], format!("{}/sd/a.json", dir.root()));
+    assert_eq!(
+        g[0].1["__meta_filepath"],
+        format!("{}/sd/a.json", dir.root())
+    );
     assert_eq!(g[0].1["db_name"], "프라이머리");
 
     // A new file appears.
@@ -43,7 +52,9 @@ fn write_modify_rename_over_and_delete() {
 
     // Deletion removes the file's groups.
     dir.remove("sd/a.json");
-    bridge.wait_body("/http_sd/db", "deletion", |b| targets(b) == ["127.0.0.2:9100"]);
+    bridge.wait_body("/http_sd/db", "deletion", |b| {
+        targets(b) == ["127.0.0.2:9100"]
+    });
 
     // A file that parses to an empty list removes its groups.
     dir.write("sd/b.yml", "[]\n");
@@ -57,7 +68,10 @@ fn invalid_file_keeps_previous_groups_and_logs_file_and_line() {
     dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
     let bridge = start(&dir);
     bridge.wait_body("/http_sd/db", "initial", |b| targets(b).len() == 2);
-    dir.replace("sd/a.json", "[{\"targets\": [\"127.0.0.9:9100\"],\n  \"labelz\": {}}]");
+    dir.replace(
+        "sd/a.json",
+        "[{\"targets\": [\"127.0.0.9:9100\"],\n  \"labelz\": {}}]",
+    );
     // The change to b proves the bad write to a was seen and skipped.
     dir.write("sd/b.json", r#"[{"targets": ["127.0.0.3:9100"]}]"#);
     bridge.wait_body("/http_sd/db", "a kept, b updated", |b| {
@@ -66,19 +80,28 @@ fn invalid_file_keeps_previous_groups_and_logs_file_and_line() {
     let path = format!("{}/sd/a.json:2:10: unknown field `labelz`", dir.root());
     crate::util::poll_until(std::time::Duration::from_secs(5), "error logged", || {
         let log = bridge.log();
-        if !log.contains(&path) { eprintln!("{log}"); }
+        if !log.contains(&path) {
+            eprintln!("{log}");
+        }
         log.contains(&path).then_some(())
     });
     let metrics = bridge.get("/metrics").text();
-    assert!(metrics.contains("sdbridge_source_up{job=\"db\",source=\"file_sd#0\",kind=\"file_sd\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sdbridge_source_up{job=\"db\",source=\"file_sd#0\",kind=\"file_sd\"} 0"),
+        "{metrics}"
+    );
     assert!(metrics.contains("error=\"parse\"} 1"), "{metrics}");
     let page = bridge.get("/").text();
     assert!(page.contains("unknown field `labelz`"), "{page}");
     // Fixing the file serves its new content and clears the problem.
     dir.write("sd/a.json", r#"[{"targets": ["127.0.0.5:9100"]}]"#);
-    bridge.wait_body("/http_sd/db", "fixed file", |b| b.contains("127.0.0.5:9100"));
+    bridge.wait_body("/http_sd/db", "fixed file", |b| {
+        b.contains("127.0.0.5:9100")
+    });
     let metrics = bridge.get("/metrics").text();
-    assert!(metrics.contains("sdbridge_source_up{job=\"db\",source=\"file_sd#0\",kind=\"file_sd\"} 1"));
+    assert!(
+        metrics.contains("sdbridge_source_up{job=\"db\",source=\"file_sd#0\",kind=\"file_sd\"} 1")
+    );
 }
 
 /// Kubernetes mounts a ConfigMap as `name -> ..data/name`, `..data ->
@@ -92,12 +115,17 @@ fn kubernetes_configmap_symlink_swap() {
     let bridge = start(&dir);
     let body = bridge.wait_body("/http_sd/db", "v1", |b| b.contains("127.0.0.1:9104"));
     // __meta_filepath is the symlink's path, as Prometheus's glob gives it.
-    assert_eq!(groups(&body)[0].1["__meta_filepath"], format!("{}/sd/db.json", dir.root()));
+    assert_eq!(
+        groups(&body)[0].1["__meta_filepath"],
+        format!("{}/sd/db.json", dir.root())
+    );
     dir.write("sd/..v2/db.json", r#"[{"targets": ["127.0.0.2:9104"]}]"#);
     std::os::unix::fs::symlink("..v2", dir.path("sd/..data_tmp")).unwrap();
     std::fs::rename(dir.path("sd/..data_tmp"), dir.path("sd/..data")).unwrap();
     std::fs::remove_dir_all(dir.path("sd/..v1")).unwrap();
-    bridge.wait_body("/http_sd/db", "v2 after swap", |b| targets(b) == ["127.0.0.2:9104"]);
+    bridge.wait_body("/http_sd/db", "v2 after swap", |b| {
+        targets(b) == ["127.0.0.2:9104"]
+    });
 }
 
 #[test]
@@ -111,7 +139,9 @@ fn directory_created_after_start_is_picked_up() {
     // Synced with nothing: an empty list is the truth here, not a 503.
     bridge.wait_body("/http_sd/db", "empty job", |b| b == "[]");
     dir.write("later/deeper/x.yml", "- targets: ['127.0.0.7:9100']\n");
-    bridge.wait_body("/http_sd/db", "file in new directory", |b| b.contains("127.0.0.7:9100"));
+    bridge.wait_body("/http_sd/db", "file in new directory", |b| {
+        b.contains("127.0.0.7:9100")
+    });
 }
 
 #[test]
@@ -128,5 +158,7 @@ fn refresh_interval_rereads_everything() {
     let bridge = Bridge::start(&config);
     bridge.wait_body("/http_sd/db", "initial", |b| b.contains("127.0.0.1:9100"));
     dir.write("sd/a.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
-    bridge.wait_body("/http_sd/db", "refresh or event", |b| b.contains("127.0.0.2:9100"));
+    bridge.wait_body("/http_sd/db", "refresh or event", |b| {
+        b.contains("127.0.0.2:9100")
+    });
 }

@@ -22,7 +22,10 @@ fn serves_the_seed_example_as_http_sd() {
     let groups = groups(&text);
     assert_eq!(groups.len(), 3);
     let targets: Vec<&str> = groups.iter().map(|g| g.0[0].as_str()).collect();
-    assert_eq!(targets, ["127.0.0.1:9104", "127.0.0.2:9104", "127.0.0.3:9104"]);
+    assert_eq!(
+        targets,
+        ["127.0.0.1:9104", "127.0.0.2:9104", "127.0.0.3:9104"]
+    );
     let names: Vec<&str> = groups.iter().map(|g| g.1["db_name"].as_str()).collect();
     assert_eq!(names, ["프라이머리", "세컨더리A", "세컨더리B"]);
     for (_, labels) in &groups {
@@ -40,13 +43,20 @@ fn serves_the_seed_example_as_http_sd() {
 fn all_jobs_are_concatenated_in_config_order() {
     let bridge = Bridge::start(&seed());
     let all = groups(&bridge.get("/http_sd").text());
-    let jobs: Vec<&str> = all.iter().map(|g| g.1["__meta_sdbridge_job"].as_str()).collect();
+    let jobs: Vec<&str> = all
+        .iter()
+        .map(|g| g.1["__meta_sdbridge_job"].as_str())
+        .collect();
     assert_eq!(jobs, ["node", "node", "node", "mysqld", "mysqld", "mysqld"]);
     let node = bridge.get("/http_sd/node").text();
     let mysqld = bridge.get("/http_sd/mysqld").text();
     assert_eq!(
         bridge.get("/http_sd").text(),
-        format!("[{},{}]", &node[1..node.len() - 1], &mysqld[1..mysqld.len() - 1])
+        format!(
+            "[{},{}]",
+            &node[1..node.len() - 1],
+            &mysqld[1..mysqld.len() - 1]
+        )
     );
 }
 
@@ -58,7 +68,10 @@ fn head_has_the_headers_and_no_body() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     assert_eq!(head.header("etag"), get.header("etag"));
-    assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
     assert_eq!(head.header("content-type"), Some("application/json"));
 }
 
@@ -67,8 +80,14 @@ fn etag_and_conditional_requests() {
     let bridge = Bridge::start(&seed());
     let r = bridge.get("/http_sd/node");
     let etag = r.header("etag").expect("etag").to_string();
-    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong ETag: {etag}");
-    let lm = r.header("last-modified").expect("last-modified").to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong ETag: {etag}"
+    );
+    let lm = r
+        .header("last-modified")
+        .expect("last-modified")
+        .to_string();
     let weak = format!("W/{etag}");
     let list = format!("\"nope\", {etag}");
     for inm in [etag.as_str(), weak.as_str(), list.as_str(), "*"] {
@@ -88,7 +107,10 @@ fn etag_and_conditional_requests() {
     );
     assert_eq!(r.status, 200);
     // Another job has different content, so a different ETag.
-    assert_ne!(bridge.get("/http_sd/mysqld").header("etag"), Some(etag.as_str()));
+    assert_ne!(
+        bridge.get("/http_sd/mysqld").header("etag"),
+        Some(etag.as_str())
+    );
 }
 
 #[test]
@@ -97,7 +119,11 @@ fn gzip_only_when_asked_with_its_own_etag() {
     let plain = bridge.get("/http_sd/node");
     assert_eq!(plain.header("content-encoding"), None);
     assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
-    let gz = bridge.request("GET", "/http_sd/node", &[("Accept-Encoding", "gzip, deflate")]);
+    let gz = bridge.request(
+        "GET",
+        "/http_sd/node",
+        &[("Accept-Encoding", "gzip, deflate")],
+    );
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
@@ -118,7 +144,10 @@ fn gzip_only_when_asked_with_its_own_etag() {
     let r = bridge.request(
         "GET",
         "/http_sd/node",
-        &[("Accept-Encoding", "gzip"), ("If-None-Match", plain.header("etag").unwrap())],
+        &[
+            ("Accept-Encoding", "gzip"),
+            ("If-None-Match", plain.header("etag").unwrap()),
+        ],
     );
     assert_eq!(r.status, 200);
     let r = bridge.request("GET", "/http_sd/node", &[("Accept-Encoding", "gzip;q=0")]);
@@ -156,7 +185,10 @@ fn health_readiness_metrics_and_status_page() {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
     let page = bridge.get("/").text();
-    assert!(page.contains("<a href=\"/http_sd/mysqld\">mysqld</a>"), "{page}");
+    assert!(
+        page.contains("<a href=\"/http_sd/mysqld\">mysqld</a>"),
+        "{page}"
+    );
     assert!(page.contains("synced"));
 }
 
@@ -182,14 +214,19 @@ fn not_synced_job_answers_503_with_retry_after() {
     dir.write("sd/ready.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
     let fifo = dir.path("slow/a.json");
     std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
     let config = dir.write(
         "sdbridge.yml",
         "jobs:\n  - job_name: ready\n    file_sd_configs: [{files: [sd/*.json]}]\n  - job_name: slow\n    file_sd_configs: [{files: [slow/*.json]}]\n",
     );
     let bridge = Bridge::start_unready(&config);
-    bridge.wait_body("/http_sd/ready", "ready job served", |b| b.contains("127.0.0.1:9100"));
+    bridge.wait_body("/http_sd/ready", "ready job served", |b| {
+        b.contains("127.0.0.1:9100")
+    });
     for path in ["/http_sd/slow", "/http_sd"] {
         let r = bridge.get(path);
         assert_eq!(r.status, 503, "{path}");

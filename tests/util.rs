@@ -71,7 +71,14 @@ impl Bridge {
     fn spawn(cwd: &Path, config: &Path) -> Bridge {
         let mut child = Command::new(bin())
             .current_dir(cwd)
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -228,7 +235,11 @@ impl Dir {
 
     /// The directory as a string.
     pub fn root(&self) -> String {
-        self.tmp.path().to_str().expect("UTF-8 temp path").to_string()
+        self.tmp
+            .path()
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_string()
     }
 
     /// Writes `content` to `rel` in place, creating parent directories.

@@ -95,13 +95,7 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
                 .map_err(|e| error(0, 0, format!("invalid UTF-8: {e}")))?;
             yaml::from_str(text).map_err(|e| error(e.line, e.column, e.message))?
         }
-        _ => {
-            return Err(error(
-                0,
-                0,
-                "not a .json, .yml or .yaml file".to_string(),
-            ))
-        }
+        _ => return Err(error(0, 0, "not a .json, .yml or .yaml file".to_string())),
     };
     let mut groups = Vec::new();
     for group in parsed.unwrap_or_default() {
@@ -379,7 +373,9 @@ impl Watches {
                     self.set.insert(dir, id);
                     added = true;
                 }
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                }
             }
         }
         added
@@ -487,13 +483,19 @@ mod tests {
             groups[0].labels,
             LabelSet::from([("db_name", "프라이머리"), (FILEPATH_LABEL, "/sd/a.json")])
         );
-        assert_eq!(groups[1].labels, LabelSet::from([(FILEPATH_LABEL, "/sd/a.json")]));
+        assert_eq!(
+            groups[1].labels,
+            LabelSet::from([(FILEPATH_LABEL, "/sd/a.json")])
+        );
     }
 
     #[test]
     fn filepath_label_in_file_is_overwritten() {
-        let groups = parse_file("/sd/a.yml", b"- targets: [x]\n  labels: {__meta_filepath: fake}\n")
-            .unwrap();
+        let groups = parse_file(
+            "/sd/a.yml",
+            b"- targets: [x]\n  labels: {__meta_filepath: fake}\n",
+        )
+        .unwrap();
         assert_eq!(groups[0].labels.0[FILEPATH_LABEL], "/sd/a.yml");
     }
 
@@ -501,8 +503,16 @@ mod tests {
     fn what_rejects_a_whole_file_like_prometheus() {
         let cases: [(&str, &[u8], &str); 7] = [
             ("/sd/a.json", b"", "/sd/a.json:1:0: EOF while parsing"),
-            ("/sd/a.json", b"[null]", "/sd/a.json: nil target group item found"),
-            ("/sd/a.yml", b"- null\n", "/sd/a.yml: nil target group item found"),
+            (
+                "/sd/a.json",
+                b"[null]",
+                "/sd/a.json: nil target group item found",
+            ),
+            (
+                "/sd/a.yml",
+                b"- null\n",
+                "/sd/a.yml: nil target group item found",
+            ),
             (
                 "/sd/a.json",
                 b"[{\"targets\": [\"x\"],\n \"extra\": 1}]",
@@ -513,12 +523,24 @@ mod tests {
                 b"- targets: [x]\n  labels:\n    bad-name: 1\n",
                 "/sd/a.yml:3:5: [0].labels: \"bad-name\" is not a valid label name",
             ),
-            ("/sd/a.json", b"[{\"targets\": [9104]}]", "/sd/a.json:1:18: invalid type: integer"),
-            ("/sd/a.yml", b"- targets: [x]\n  targets: [y]\n", "/sd/a.yml:1:3: [0]: duplicate field `targets`"),
+            (
+                "/sd/a.json",
+                b"[{\"targets\": [9104]}]",
+                "/sd/a.json:1:18: invalid type: integer",
+            ),
+            (
+                "/sd/a.yml",
+                b"- targets: [x]\n  targets: [y]\n",
+                "/sd/a.yml:1:3: [0]: duplicate field `targets`",
+            ),
         ];
         for (path, content, want) in cases {
             let err = parse_file(path, content).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{path} {:?}\nwant: {want}\ngot:  {err}", String::from_utf8_lossy(content));
+            assert!(
+                err.starts_with(want),
+                "{path} {:?}\nwant: {want}\ngot:  {err}",
+                String::from_utf8_lossy(content)
+            );
         }
     }
 
@@ -527,8 +549,11 @@ mod tests {
         assert_eq!(parse_file("/a.yml", b"").unwrap(), vec![]);
         assert_eq!(parse_file("/a.json", b"null").unwrap(), vec![]);
         assert_eq!(parse_file("/a.json", b"[]").unwrap(), vec![]);
-        let g = parse_file("/a.YAML", b"- targets: [127.0.0.1:9104, ~]\n  labels: {port: 9104, n: null}\n")
-            .unwrap();
+        let g = parse_file(
+            "/a.YAML",
+            b"- targets: [127.0.0.1:9104, ~]\n  labels: {port: 9104, n: null}\n",
+        )
+        .unwrap();
         assert_eq!(g[0].targets, ["127.0.0.1:9104", ""]);
         assert_eq!(g[0].labels.0["port"], "9104");
         assert_eq!(g[0].labels.0["n"], "");
@@ -568,7 +593,13 @@ mod tests {
         // Deleted file: its part is emptied.
         std::fs::remove_file(dir.path().join("sd/a.json")).unwrap();
         let scan = scanner.scan(false);
-        assert_eq!(scan.parts, vec![Part { key: format!("{base}/sd/a.json"), groups: vec![] }]);
+        assert_eq!(
+            scan.parts,
+            vec![Part {
+                key: format!("{base}/sd/a.json"),
+                groups: vec![]
+            }]
+        );
     }
 
     #[test]
