@@ -33,8 +33,9 @@ pub enum SourceConfig {
     Static(Vec<TargetGroup>),
     /// One `file_sd_configs` entry.
     File(FileSdConfig),
-    /// One `consul_sd_configs` entry.
-    Consul(ConsulSdConfig),
+    /// One `consul_sd_configs` entry (boxed: it is much larger than the
+    /// others).
+    Consul(Box<ConsulSdConfig>),
 }
 
 impl SourceConfig {
@@ -70,7 +71,7 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
         job.consul_sd_configs
             .iter()
             .cloned()
-            .map(SourceConfig::Consul),
+            .map(|c| SourceConfig::Consul(Box::new(c))),
     );
     sources
 }
@@ -172,6 +173,6 @@ pub async fn run(config: SourceConfig, out: Outbox, shutdown: CancellationToken)
     match config {
         SourceConfig::Static(groups) => r#static::run(groups, out, shutdown).await,
         SourceConfig::File(file_sd) => file::run(file_sd, out, shutdown).await,
-        SourceConfig::Consul(consul_sd) => consul::run(consul_sd, out, shutdown).await,
+        SourceConfig::Consul(consul_sd) => consul::run(*consul_sd, out, shutdown).await,
     }
 }

@@ -72,6 +72,9 @@ pub mod config;
 pub mod labels;
 pub mod watch;
 
+#[cfg(test)]
+mod live_test;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 

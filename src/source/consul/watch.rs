@@ -62,7 +62,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// The delay before the next try after one more failure.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let exp = BACKOFF_BASE.saturating_mul(1u32 << self.failures.min(16));
         self.failures = self.failures.saturating_add(1);
         let cap = exp.min(BACKOFF_CAP);
@@ -157,7 +157,9 @@ async fn blocking_loop<T, F, Fut>(
             }
             Err(e) => {
                 failed = true;
-                let delay = backoff.next().max(e.retry_after().unwrap_or_default());
+                let delay = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
                 (Event::Failed(name, e), Some(delay))
             }
         };
@@ -304,6 +306,8 @@ struct Watcher {
     retry_at: Instant,
     retry_backoff: Backoff,
     problems: BTreeMap<String, String>,
+    /// Whether the first full read has been started.
+    initial_read: bool,
     synced: bool,
     error_seq: u64,
     recent_errors: VecDeque<(u64, SourceError)>,
@@ -361,25 +365,22 @@ impl Watcher {
                         .into_iter()
                         .filter(|(name, tags)| self.config.should_watch(name, tags))
                         .collect();
-                    match &self.catalog {
-                        None => dirty.extend(new.keys().cloned()),
-                        Some(old) => {
-                            let diff = catalog_diff(old, &new);
-                            let explained = !diff.dirty.is_empty() || !diff.removed.is_empty();
-                            dirty.extend(diff.dirty);
-                            for name in diff.removed {
-                                self.services.remove(&name);
-                                self.retry.remove(&name);
-                                for services in self.nodes.values_mut() {
-                                    services.remove(&name);
-                                }
+                    if let Some(old) = &self.catalog {
+                        let diff = catalog_diff(old, &new);
+                        let explained = !diff.dirty.is_empty() || !diff.removed.is_empty();
+                        dirty.extend(diff.dirty);
+                        for name in diff.removed {
+                            self.services.remove(&name);
+                            self.retry.remove(&name);
+                            for services in self.nodes.values_mut() {
+                                services.remove(&name);
                             }
-                            if index != self.catalog_index
-                                && !explained
-                                && !self.touched.contains(&index)
-                            {
-                                self.unexplained = Some((index, Instant::now() + EXPLAIN_GRACE));
-                            }
+                        }
+                        if index != self.catalog_index
+                            && !explained
+                            && !self.touched.contains(&index)
+                        {
+                            self.unexplained = Some((index, Instant::now() + EXPLAIN_GRACE));
                         }
                     }
                     self.catalog_index = index;
@@ -418,7 +419,7 @@ impl Watcher {
     /// retried with backoff. Returns whether all succeeded.
     async fn refresh(&mut self, names: BTreeSet<String>, stop: &CancellationToken) -> bool {
         if names.is_empty() {
-            return true;
+            return self.retry.is_empty();
         }
         let mut tasks = JoinSet::new();
         for name in names {
@@ -483,7 +484,7 @@ impl Watcher {
         if ok {
             self.retry_backoff.reset();
         } else {
-            self.retry_at = Instant::now() + self.retry_backoff.next();
+            self.retry_at = Instant::now() + self.retry_backoff.next_delay();
         }
         ok && self.retry.is_empty()
     }
@@ -519,7 +520,7 @@ async fn connect(
             Ok(c) => break Arc::new(c),
             Err(e) => fail(&e, &mut errors),
         }
-        tokio::select! { _ = stop.cancelled() => return None, _ = sleep(backoff.next()) => {} }
+        tokio::select! { _ = stop.cancelled() => return None, _ = sleep(backoff.next_delay()) => {} }
     };
     if !config.datacenter.is_empty() {
         return Some((client, config.datacenter.clone(), errors));
@@ -533,7 +534,9 @@ async fn connect(
         match result {
             Ok(dc) => return Some((client, dc, errors)),
             Err(e) => {
-                let delay = backoff.next().max(e.retry_after().unwrap_or_default());
+                let delay = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
                 fail(&e, &mut errors);
                 tokio::select! { _ = stop.cancelled() => return None, _ = sleep(delay) => {} }
             }
@@ -603,6 +606,7 @@ pub(super) async fn run(
         retry_at: Instant::now(),
         retry_backoff: Backoff::default(),
         problems: BTreeMap::new(),
+        initial_read: false,
         synced: false,
         // Continues the numbering of the errors `connect` published.
         error_seq,
@@ -654,9 +658,11 @@ pub(super) async fn run(
             w.publish();
             continue;
         }
-        if !w.synced && dirty.is_empty() && w.services.is_empty() && w.retry.is_empty() {
-            // First full sync of an empty selection.
-            w.synced = true;
+        if !w.initial_read {
+            // Both watches have answered: read every selected service once
+            // (whatever batch the first answers came in).
+            w.initial_read = true;
+            dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
         }
         let all_ok = w.refresh(dirty, &stop).await;
         if stop.is_cancelled() {
@@ -756,14 +762,14 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::default();
-        let first = b.next();
+        let first = b.next_delay();
         assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
         for _ in 0..20 {
-            assert!(b.next() <= BACKOFF_CAP);
+            assert!(b.next_delay() <= BACKOFF_CAP);
         }
-        let late = b.next();
+        let late = b.next_delay();
         assert!(late >= BACKOFF_CAP / 2, "{late:?}");
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 }
