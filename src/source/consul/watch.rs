@@ -454,6 +454,7 @@ impl Watcher {
             }
         }
         let mut ok = true;
+        let mut retry_after = Duration::ZERO;
         for (name, result) in results {
             match result {
                 Ok((groups, nodes)) => {
@@ -476,6 +477,7 @@ impl Watcher {
                 }
                 Err(e) => {
                     ok = false;
+                    retry_after = retry_after.max(e.retry_after().unwrap_or_default());
                     self.error(&format!("service {name:?}"), &e);
                     self.retry.insert(name);
                 }
@@ -484,7 +486,7 @@ impl Watcher {
         if ok {
             self.retry_backoff.reset();
         } else {
-            self.retry_at = Instant::now() + self.retry_backoff.next_delay();
+            self.retry_at = Instant::now() + self.retry_backoff.next_delay().max(retry_after);
         }
         ok && self.retry.is_empty()
     }
