@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::PromDuration;
 use crate::gopath;
+pub use crate::source::consul::config::ConsulSdConfig;
 use crate::targetgroup::TargetGroup;
 use crate::yaml;
 
@@ -94,9 +95,9 @@ pub struct JobConfig {
     /// Prometheus's `file_sd_configs`.
     #[serde(default)]
     pub file_sd_configs: Vec<FileSdConfig>,
-    /// Prometheus's `consul_sd_configs` (planned).
+    /// Prometheus's `consul_sd_configs`.
     #[serde(default)]
-    consul_sd_configs: Option<NotSupported>,
+    pub consul_sd_configs: Vec<ConsulSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
@@ -179,8 +180,8 @@ fn default_file_refresh() -> PromDuration {
 }
 
 /// A Prometheus field sdbridge recognises but does not support yet.
-#[derive(Debug, Clone)]
-struct NotSupported;
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct NotSupported;
 
 impl<'de> Deserialize<'de> for NotSupported {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -343,6 +344,9 @@ impl Config {
                     *file = gopath::join_dir(&config.base_dir, file);
                 }
             }
+            for consul in &mut job.consul_sd_configs {
+                consul.set_directory(&config.base_dir);
+            }
         }
         Ok(config)
     }
@@ -438,8 +442,8 @@ mod tests {
                 "/etc/sdbridge/sdbridge.yml:5:27: jobs[0].file_sd_configs[0].refresh_interval: not a valid duration string",
             ),
             (
-                "jobs:\n  - job_name: a\n    consul_sd_configs: [{server: 127.0.0.1:8500}]\n",
-                "jobs[0].consul_sd_configs: not supported by sdbridge yet",
+                "jobs:\n  - job_name: a\n    consul_sd_configs: [{server: 127.0.0.1:8500, x: 1}]\n",
+                "jobs[0].consul_sd_configs[0]: unknown field `x`",
             ),
             (
                 "jobs:\n  - job_name: a\n    relabel_configs: []\n",

@@ -66,7 +66,8 @@ pub fn start(config: &Config) -> Discovery {
     tokio::spawn(merger.run(rx));
     for (j, job) in config.jobs.iter().enumerate() {
         for (index, source_config) in source::sources_of(job).into_iter().enumerate() {
-            let out = Outbox::new(SourceId { job: j, index }, &job.job_name, tx.clone());
+            let out = Outbox::new(SourceId { job: j, index }, &job.job_name, tx.clone())
+                .with_metrics(metrics.clone());
             tokio::spawn(source::run(source_config, out, shutdown.child_token()));
         }
     }

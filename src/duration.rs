@@ -8,7 +8,7 @@ use serde::de::Deserializer;
 use serde::Deserialize;
 
 /// A duration written the way Prometheus writes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PromDuration(pub Duration);
 
 const UNITS: [(&str, u64); 7] = [

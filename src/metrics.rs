@@ -42,6 +42,22 @@ struct RequestLabels {
     code: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsulRequestLabels {
+    endpoint: String,
+    code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsulEndpointLabels {
+    endpoint: String,
+}
+
+fn consul_duration_histogram() -> Histogram {
+    // 1 ms .. ~4.4 min: blocking queries last up to wait + wait/16.
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric sdbridge exports, registered once.
@@ -61,6 +77,8 @@ pub struct Metrics {
     rebuilds: Counter,
     rebuild_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
+    consul_requests: Family<ConsulRequestLabels, Counter>,
+    consul_request_seconds: Family<ConsulEndpointLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -87,6 +105,10 @@ impl Metrics {
             rebuilds: Counter::default(),
             rebuild_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             requests: Family::default(),
+            consul_requests: Family::default(),
+            consul_request_seconds: Family::new_with_constructor(
+                consul_duration_histogram as fn() -> Histogram,
+            ),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +175,16 @@ impl Metrics {
             "http_requests",
             "HTTP requests by path and status code",
             m.requests.clone(),
+        );
+        registry.register(
+            "consul_requests",
+            "Requests to Consul by endpoint and HTTP status code (\"error\" or \"timeout\" when there was no response)",
+            m.consul_requests.clone(),
+        );
+        registry.register(
+            "consul_request_duration_seconds",
+            "Duration of requests to Consul by endpoint (blocking queries last up to their wait time)",
+            m.consul_request_seconds.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -227,6 +259,22 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one request to Consul's `endpoint` that ended with `code`
+    /// (an HTTP status, or `error`/`timeout`) after `took`.
+    pub fn consul_request(&self, endpoint: &str, code: &str, took: Duration) {
+        self.consul_requests
+            .get_or_create(&ConsulRequestLabels {
+                endpoint: endpoint.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.consul_request_seconds
+            .get_or_create(&ConsulEndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// The text exposition, with data ages computed from `snapshot` now.

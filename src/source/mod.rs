@@ -3,6 +3,7 @@
 //! [`Update`]s to the merger. A source never talks to HTTP clients; one set
 //! of watches serves every client.
 
+pub mod consul;
 pub mod file;
 pub mod r#static;
 
@@ -11,12 +12,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FileSdConfig, JobConfig};
+use crate::config::{ConsulSdConfig, FileSdConfig, JobConfig};
+use crate::metrics::Metrics;
 use crate::targetgroup::TargetGroup;
 
 /// Which source of which job an update comes from: indexes into the
 /// config's job list and into [`sources_of`] for that job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
     /// Index of the job in the config.
     pub job: usize,
@@ -31,6 +33,9 @@ pub enum SourceConfig {
     Static(Vec<TargetGroup>),
     /// One `file_sd_configs` entry.
     File(FileSdConfig),
+    /// One `consul_sd_configs` entry (boxed: it is much larger than the
+    /// others).
+    Consul(Box<ConsulSdConfig>),
 }
 
 impl SourceConfig {
@@ -39,6 +44,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Static(_) => "static",
             SourceConfig::File(_) => "file_sd",
+            SourceConfig::Consul(_) => "consul_sd",
         }
     }
 
@@ -47,18 +53,26 @@ impl SourceConfig {
         match self {
             SourceConfig::Static(groups) => format!("static_configs ({} groups)", groups.len()),
             SourceConfig::File(f) => format!("file_sd_configs {}", f.files.join(", ")),
+            SourceConfig::Consul(c) => c.describe(),
         }
     }
 }
 
 /// The sources of a job in serving order: `static_configs` first, then each
-/// `file_sd_configs` entry in config order.
+/// `file_sd_configs` entry, then each `consul_sd_configs` entry, in config
+/// order.
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
     let mut sources = Vec::new();
     if !job.static_configs.is_empty() {
         sources.push(SourceConfig::Static(job.static_configs.clone()));
     }
     sources.extend(job.file_sd_configs.iter().cloned().map(SourceConfig::File));
+    sources.extend(
+        job.consul_sd_configs
+            .iter()
+            .cloned()
+            .map(|c| SourceConfig::Consul(Box::new(c))),
+    );
     sources
 }
 
@@ -117,6 +131,8 @@ pub struct Outbox {
     /// The job's name, for logs.
     pub job: Arc<str>,
     tx: mpsc::Sender<Update>,
+    /// Metrics for sources that record their own (Consul requests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The merger is gone: the source should stop.
@@ -130,7 +146,19 @@ impl Outbox {
             id,
             job: job.into(),
             tx,
+            metrics: None,
         }
+    }
+
+    /// The same outbox, giving sources `metrics` to record into.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Outbox {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics sources record into, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Sends one round's outcome (its `source` is filled in).
@@ -145,5 +173,6 @@ pub async fn run(config: SourceConfig, out: Outbox, shutdown: CancellationToken)
     match config {
         SourceConfig::Static(groups) => r#static::run(groups, out, shutdown).await,
         SourceConfig::File(file_sd) => file::run(file_sd, out, shutdown).await,
+        SourceConfig::Consul(consul_sd) => consul::run(*consul_sd, out, shutdown).await,
     }
 }

@@ -1,0 +1,666 @@
+//! A small Consul HTTP client: the query parameters Consul's Go client
+//! (`consul/api`, as Prometheus uses it) sends, blocking-query index rules,
+//! auth headers, TLS, a hard cap on concurrent requests, and metrics.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use super::config::{ConsulSdConfig, Secret};
+use crate::metrics::Metrics;
+
+/// `wait` of blocking queries: Prometheus's 2 minutes. Longer waits would
+/// save a request per watch every few minutes but are cut by many proxies
+/// and load balancers' idle timeouts.
+pub const WAIT: Duration = Duration::from_secs(120);
+/// Timeout of a blocking request: `wait` plus Consul's jitter (at most
+/// `wait/16`) plus 15 s, as Prometheus (2m15s) gives it.
+pub const BLOCKING_TIMEOUT: Duration = Duration::from_secs(120 + 120 / 16 + 15);
+/// Timeout of a non-blocking request.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of an error body kept in messages.
+const MAX_ERROR_BODY: usize = 512;
+
+/// Go's `url.QueryEscape` set: everything but `A-Za-z0-9-_.~` is escaped
+/// (space then becomes `+`).
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// Escaping of a service name as one path segment.
+const SEGMENT: &AsciiSet = &QUERY
+    .remove(b'@')
+    .remove(b':')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&');
+
+/// A request that did not give a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsulError {
+    /// No response: connection refused, reset, TLS failure...
+    #[error("{endpoint}: {message}")]
+    Transport {
+        /// Which call.
+        endpoint: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// No response in time.
+    #[error("{endpoint}: no answer within {0:?}", .timeout)]
+    Timeout {
+        /// Which call.
+        endpoint: &'static str,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// A status other than 200 (the Go client's wording).
+    #[error("{endpoint}: Unexpected response code: {status} ({body})")]
+    Status {
+        /// Which call.
+        endpoint: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Start of the body.
+        body: String,
+        /// `Retry-After` of a 429 or 503, if any.
+        retry_after: Option<Duration>,
+    },
+    /// A 200 whose body or headers could not be used.
+    #[error("{endpoint}: {message}")]
+    Decode {
+        /// Which call.
+        endpoint: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A credentials file could not be read, or the client could not be
+    /// built (bad CA or client certificate).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ConsulError {
+    /// Error class, the `error` label of `sdbridge_source_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConsulError::Transport { .. } | ConsulError::Status { .. } => "consul_http",
+            ConsulError::Timeout { .. } => "consul_timeout",
+            ConsulError::Decode { .. } => "consul_decode",
+            ConsulError::Setup(_) => "consul_config",
+        }
+    }
+
+    /// How long Consul asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConsulError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A decoded answer with its `X-Consul-Index`.
+#[derive(Debug)]
+pub struct Answer<T> {
+    /// `X-Consul-Index` (0 when absent on a non-blocking call).
+    pub index: u64,
+    /// The body.
+    pub body: T,
+}
+
+/// The next index to send after an answer, per Consul's blocking-query
+/// rules: reset to 0 (a fresh, non-blocking read) when it goes backwards,
+/// and never below 1 otherwise.
+pub fn next_index(previous: u64, returned: u64) -> u64 {
+    if returned < previous {
+        0
+    } else {
+        returned.max(1)
+    }
+}
+
+/// Resolves `alias` (the TLS `server_name`) to the addresses of the real
+/// server, so that the certificate is checked against `server_name` while
+/// connecting to `server` (Go's `tls.Config.ServerName`).
+struct AliasResolver {
+    alias: String,
+    real: String,
+}
+
+impl reqwest::dns::Resolve for AliasResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let target = if name.as_str() == self.alias {
+            self.real.clone()
+        } else {
+            name.as_str().to_string()
+        };
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.as_str(), 0))
+                .await?
+                .collect();
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`, or a bare host) into host and port.
+fn split_host_port(server: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = server.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            return (host, after.strip_prefix(':'));
+        }
+    }
+    match server.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (server, None),
+    }
+}
+
+/// The client of one watcher.
+pub struct Client {
+    http: reqwest::Client,
+    /// `scheme://authority` + `path_prefix`.
+    base: String,
+    /// `Host` header to send when the URL names the TLS `server_name`.
+    host_header: Option<HeaderValue>,
+    config: Arc<ConsulSdConfig>,
+    /// The token after the Go client's environment fallback.
+    token: Option<Secret>,
+    /// Caps concurrent requests, hence connections, at `max_connections`.
+    permits: Arc<Semaphore>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+fn read_file(path: &str, what: &str) -> Result<Vec<u8>, ConsulError> {
+    std::fs::read(path)
+        .map_err(|e| ConsulError::Setup(format!("unable to read {what} {path}: {e}")))
+}
+
+/// A secret given inline or in a file (read now, trimmed, as Prometheus's
+/// `FileSecret` does on every request).
+fn secret(inline: &str, file: &str, what: &str) -> Result<String, ConsulError> {
+    if file.is_empty() {
+        return Ok(inline.to_string());
+    }
+    let bytes = read_file(file, what)?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+}
+
+impl Client {
+    /// Builds the client; fails on unreadable or invalid TLS material.
+    pub fn new(
+        config: Arc<ConsulSdConfig>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Client, ConsulError> {
+        let setup = |what: &str, e: reqwest::Error| ConsulError::Setup(format!("{what}: {e}"));
+        let tls = &config.tls_config;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .http1_only()
+            .pool_max_idle_per_host(config.max_connections)
+            .pool_idle_timeout(2 * WAIT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("sdbridge/", env!("CARGO_PKG_VERSION")))
+            .redirect(if config.follow_redirects {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
+            .danger_accept_invalid_certs(tls.insecure_skip_verify);
+        let ca = if !tls.ca_file.is_empty() {
+            Some(read_file(&tls.ca_file, "CA certificate")?)
+        } else if !tls.ca.is_empty() {
+            Some(tls.ca.as_bytes().to_vec())
+        } else {
+            None
+        };
+        if let Some(pem) = ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| setup("unable to use specified CA certificate", e))?;
+            if certs.is_empty() {
+                return Err(ConsulError::Setup(
+                    "unable to use specified CA certificate: no certificate found".into(),
+                ));
+            }
+            // As in Go, a configured CA replaces the system roots.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let cert = if !tls.cert_file.is_empty() {
+            Some(read_file(&tls.cert_file, "client certificate")?)
+        } else if !tls.cert.is_empty() {
+            Some(tls.cert.as_bytes().to_vec())
+        } else {
+            None
+        };
+        if let Some(mut pem) = cert {
+            let key = if !tls.key_file.is_empty() {
+                read_file(&tls.key_file, "client key")?
+            } else {
+                tls.key.0.as_bytes().to_vec()
+            };
+            pem.push(b'\n');
+            pem.extend_from_slice(&key);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| setup("unable to use client certificate", e))?;
+            builder = builder.identity(identity);
+        }
+        let (host, port) = split_host_port(&config.server);
+        let mut authority = config.server.clone();
+        let mut host_header = None;
+        if !tls.server_name.is_empty() && tls.server_name != host {
+            builder = builder.dns_resolver(Arc::new(AliasResolver {
+                alias: tls.server_name.clone(),
+                real: host.to_string(),
+            }));
+            authority = match port {
+                Some(p) => format!("{}:{p}", tls.server_name),
+                None => tls.server_name.clone(),
+            };
+            host_header = HeaderValue::from_str(&config.server).ok();
+        }
+        let prefix = if config.path_prefix.is_empty() || config.path_prefix.starts_with('/') {
+            config.path_prefix.clone()
+        } else {
+            format!("/{}", config.path_prefix)
+        };
+        let base = format!("{}://{authority}{prefix}", config.scheme.as_str());
+        let http = builder
+            .build()
+            .map_err(|e| setup("cannot build HTTP client", e))?;
+        let token = config.token.clone().or_else(token_from_env);
+        Ok(Client {
+            http,
+            base,
+            host_header,
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            token,
+            metrics,
+        })
+    }
+
+    /// The parameters every request carries (Go client's `newRequest` and
+    /// `setQueryOptions`): `dc`, `ns`, `partition`, `stale`, `node-meta`.
+    fn base_params(&self) -> Vec<(&'static str, String)> {
+        let c = &self.config;
+        let mut p = Vec::new();
+        if !c.datacenter.is_empty() {
+            p.push(("dc", c.datacenter.clone()));
+        }
+        if !c.namespace.is_empty() {
+            p.push(("ns", c.namespace.clone()));
+        }
+        if !c.partition.is_empty() {
+            p.push(("partition", c.partition.clone()));
+        }
+        if c.allow_stale {
+            p.push(("stale", String::new()));
+        }
+        for (k, v) in &c.node_meta {
+            p.push(("node-meta", format!("{k}:{v}")));
+        }
+        p
+    }
+
+    /// `GET /v1/agent/self` → `Config.Datacenter`.
+    pub async fn agent_datacenter(&self) -> Result<String, ConsulError> {
+        let answer: Answer<serde_json::Value> = self
+            .get("agent_self", "/v1/agent/self", Vec::new(), None)
+            .await?;
+        match answer.body.get("Config").and_then(|c| c.get("Datacenter")) {
+            Some(serde_json::Value::String(dc)) => Ok(dc.clone()),
+            other => Err(ConsulError::Decode {
+                endpoint: "agent_self",
+                message: format!(
+                    "invalid value '{}' for Config.Datacenter",
+                    other
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| "<nil>".into())
+                ),
+            }),
+        }
+    }
+
+    /// Blocking `GET /v1/catalog/services` (with `filter`).
+    pub async fn catalog_services(
+        &self,
+        index: u64,
+    ) -> Result<Answer<std::collections::BTreeMap<String, Option<Vec<String>>>>, ConsulError> {
+        let mut params = self.base_params();
+        if !self.config.filter.is_empty() {
+            params.push(("filter", self.config.filter.clone()));
+        }
+        self.get(
+            "catalog_services",
+            "/v1/catalog/services",
+            params,
+            Some(index),
+        )
+        .await
+    }
+
+    /// Blocking `GET /v1/health/state/any`: every check, with its
+    /// `ModifyIndex`.
+    pub async fn health_state(
+        &self,
+        index: u64,
+    ) -> Result<Answer<Vec<super::labels::HealthCheck>>, ConsulError> {
+        self.get(
+            "health_state",
+            "/v1/health/state/any",
+            self.base_params(),
+            Some(index),
+        )
+        .await
+    }
+
+    /// Non-blocking `GET /v1/health/service/<name>` with `tag=` per
+    /// configured tag and `filter=<health_filter>`.
+    pub async fn health_service(
+        &self,
+        name: &str,
+    ) -> Result<Vec<super::labels::ServiceEntry>, ConsulError> {
+        let mut params = self.base_params();
+        for tag in &self.config.tags {
+            params.push(("tag", tag.clone()));
+        }
+        if !self.config.health_filter.is_empty() {
+            params.push(("filter", self.config.health_filter.clone()));
+        }
+        let path = format!("/v1/health/service/{}", utf8_percent_encode(name, SEGMENT));
+        Ok(self.get("health_service", &path, params, None).await?.body)
+    }
+
+    /// The auth headers, read now (credential files may be rotated).
+    fn headers(&self) -> Result<HeaderMap, ConsulError> {
+        let mut h = HeaderMap::new();
+        let value = |s: String| {
+            HeaderValue::from_str(&s).map_err(|_| {
+                ConsulError::Setup("credentials contain characters not allowed in a header".into())
+            })
+        };
+        if let Some(token) = self.token.as_ref().filter(|t| !t.0.is_empty()) {
+            h.insert("X-Consul-Token", value(token.0.clone())?);
+        }
+        if let Some(b) = &self.config.basic_auth {
+            let user = secret(&b.username, &b.username_file, "username file")?;
+            let pass = secret(&b.password.0, &b.password_file, "password file")?;
+            h.insert(
+                AUTHORIZATION,
+                value(format!(
+                    "Basic {}",
+                    base64(format!("{user}:{pass}").as_bytes())
+                ))?,
+            );
+        }
+        if let Some(a) = &self.config.authorization {
+            let creds = secret(&a.credentials.0, &a.credentials_file, "credentials file")?;
+            h.insert(AUTHORIZATION, value(format!("{} {creds}", a.kind))?);
+        }
+        if let Some(host) = &self.host_header {
+            h.insert(reqwest::header::HOST, host.clone());
+        }
+        Ok(h)
+    }
+
+    /// One GET; `blocking` carries the index for a blocking query (0: a
+    /// fresh read, no `index` sent).
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        mut params: Vec<(&'static str, String)>,
+        blocking: Option<u64>,
+    ) -> Result<Answer<T>, ConsulError> {
+        let timeout = match blocking {
+            Some(index) => {
+                if index > 0 {
+                    params.push(("index", index.to_string()));
+                }
+                params.push(("wait", format!("{}ms", WAIT.as_millis())));
+                BLOCKING_TIMEOUT
+            }
+            None => TIMEOUT,
+        };
+        let url = format!("{}{path}{}", self.base, encode_query(params));
+        let headers = self.headers()?;
+        // The semaphore is never closed; a closed one would mean shutdown.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ConsulError::Setup("client closed".into()))?;
+        let started = Instant::now();
+        let result = self
+            .http
+            .get(&url)
+            .headers(headers)
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let timed_out = e.is_timeout();
+                self.observe(
+                    endpoint,
+                    if timed_out { "timeout" } else { "error" },
+                    started,
+                );
+                return Err(if timed_out {
+                    ConsulError::Timeout { endpoint, timeout }
+                } else {
+                    ConsulError::Transport {
+                        endpoint,
+                        message: error_chain(&e),
+                    }
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.parse::<u64>());
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await;
+        self.observe(endpoint, &status.to_string(), started);
+        let body = body.map_err(|e| {
+            if e.is_timeout() {
+                ConsulError::Timeout { endpoint, timeout }
+            } else {
+                ConsulError::Transport {
+                    endpoint,
+                    message: error_chain(&e),
+                }
+            }
+        })?;
+        if status != 200 {
+            let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
+                .trim()
+                .to_string();
+            return Err(ConsulError::Status {
+                endpoint,
+                status,
+                body: text,
+                retry_after,
+            });
+        }
+        let index = match (index, blocking) {
+            (Some(Ok(i)), _) => i,
+            (None, None) => 0,
+            (Some(Err(e)), _) => {
+                return Err(ConsulError::Decode {
+                    endpoint,
+                    message: format!("Failed to parse X-Consul-Index: {e}"),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConsulError::Decode {
+                    endpoint,
+                    message: "no X-Consul-Index header in a blocking answer".into(),
+                })
+            }
+        };
+        let body = serde_json::from_slice(&body).map_err(|e| ConsulError::Decode {
+            endpoint,
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Ok(Answer { index, body })
+    }
+
+    fn observe(&self, endpoint: &str, code: &str, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.consul_request(endpoint, code, started.elapsed());
+        }
+    }
+}
+
+/// Consul's Go client falls back to these when no token is configured.
+fn token_from_env() -> Option<Secret> {
+    if let Ok(file) = std::env::var("CONSUL_HTTP_TOKEN_FILE") {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            return Some(Secret(text.trim().to_string()));
+        }
+    }
+    std::env::var("CONSUL_HTTP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret)
+}
+
+/// Go's `url.Values.Encode`: keys sorted (stable for repeated keys),
+/// `QueryEscape`d, `k=` for empty values.
+pub fn encode_query(mut params: Vec<(&'static str, String)>) -> String {
+    params.sort_by_key(|(k, _)| *k);
+    let mut out = String::new();
+    for (i, (k, v)) in params.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        let _ = write!(out, "{}={}", escape(k), escape(v));
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    utf8_percent_encode(s, QUERY)
+        .to_string()
+        .replace("%20", "+")
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// Standard base64 with padding, for the basic auth header.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_encoded_like_go_url_values() {
+        let q = encode_query(vec![
+            ("stale", String::new()),
+            ("tag", "tag1".into()),
+            ("node-meta", "rack_name:2304".into()),
+            ("wait", "120000ms".into()),
+            ("tag", "a b".into()),
+        ]);
+        assert_eq!(
+            q,
+            "?node-meta=rack_name%3A2304&stale=&tag=tag1&tag=a+b&wait=120000ms"
+        );
+        let q = encode_query(vec![
+            ("filter", r#"NodeMeta.rack_name == "2304""#.into()),
+            ("index", "1".into()),
+        ]);
+        assert_eq!(q, "?filter=NodeMeta.rack_name+%3D%3D+%222304%22&index=1");
+        assert_eq!(encode_query(vec![]), "");
+    }
+
+    #[test]
+    fn index_rules() {
+        assert_eq!(next_index(0, 0), 1, "never below 1");
+        assert_eq!(next_index(5, 7), 7);
+        assert_eq!(next_index(7, 7), 7);
+        assert_eq!(next_index(7, 3), 0, "backwards: reset");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(base64(b"u:p"), "dTpw");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(
+            split_host_port("127.0.0.1:8500"),
+            ("127.0.0.1", Some("8500"))
+        );
+        assert_eq!(split_host_port("[::1]:8500"), ("::1", Some("8500")));
+        assert_eq!(split_host_port("consul"), ("consul", None));
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("nope"), None);
+        assert_eq!(
+            utf8_percent_encode("a b/c?서", SEGMENT).to_string(),
+            "a%20b%2Fc%3F%EC%84%9C"
+        );
+    }
+}

@@ -1,0 +1,777 @@
+//! The watcher shared by every job with the same Consul settings: two
+//! blocking watches, the dirty-set computation, bounded per-service
+//! refreshes, and the published [`ServicesState`]. See the module doc of
+//! [`crate::source::consul`] for the strategy.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{next_index, Answer, Client, ConsulError};
+use super::config::ConsulSdConfig;
+use super::labels::{service_groups, HealthCheck, LabelOptions};
+use super::ServicesState;
+use crate::metrics::Metrics;
+use crate::source::SourceError;
+use crate::targetgroup::TargetGroup;
+
+/// Shortest time between two calls of the same blocking watch.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
+/// Token bucket of each blocking watch: burst...
+pub const BURST: f64 = 3.0;
+/// ...and refill rate (calls per second): when Consul churns, a watch
+/// degrades to one call per second (plus the refreshes that churn needs),
+/// which still serves every change within about 2 s.
+pub const RATE: f64 = 1.0;
+/// First retry delay after an error; doubles per consecutive error...
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// ...up to this (each delay is then jittered to 50-100%).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Quiet time after a wake-up, so the catalog and health watches, which
+/// wake on the same Raft write, are evaluated together.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long a catalog index move that no catalog or check change explains
+/// waits for the health watch to explain it, before every service is
+/// refreshed.
+pub const EXPLAIN_GRACE: Duration = Duration::from_secs(1);
+/// Safety net: every service is re-read this often, for changes the two
+/// watches cannot see (a node's address or metadata changing alone).
+pub const FULL_RESYNC: Duration = Duration::from_secs(600);
+/// Errors kept for subscribers that have not read them yet.
+const RECENT_ERRORS: usize = 64;
+/// Check indexes kept to explain catalog index moves.
+const TOUCHED: usize = 1024;
+
+/// A random number, for jitter (no RNG dependency needed for this).
+fn random() -> u64 {
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The delay before the next try after one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        let cap = exp.min(BACKOFF_CAP);
+        let half = cap / 2;
+        half + Duration::from_millis(random() % (half.as_millis() as u64).max(1))
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Rate limit of one blocking watch: at least [`MIN_GAP`] between calls,
+/// and a token bucket ([`BURST`], [`RATE`]) as Consul's docs recommend.
+struct RateLimit {
+    tokens: f64,
+    refilled: Instant,
+    last_call: Option<Instant>,
+}
+
+impl RateLimit {
+    fn new() -> RateLimit {
+        RateLimit {
+            tokens: BURST,
+            refilled: Instant::now(),
+            last_call: None,
+        }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(last) = self.last_call {
+            sleep_until(last + MIN_GAP).await;
+        }
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * RATE).min(BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            sleep(Duration::from_secs_f64((1.0 - self.tokens) / RATE)).await;
+            self.tokens = 1.0;
+            self.refilled = Instant::now();
+        }
+        self.tokens -= 1.0;
+        self.last_call = Some(Instant::now());
+    }
+}
+
+/// What the blocking watches report to the evaluator.
+#[derive(Debug)]
+enum Event {
+    /// `/v1/catalog/services` answered with a new index.
+    Catalog(u64, BTreeMap<String, Vec<String>>),
+    /// `/v1/health/state/any` answered with a new index.
+    Health(u64, Vec<HealthCheck>),
+    /// A watch call failed.
+    Failed(&'static str, ConsulError),
+}
+
+/// Runs one blocking watch until `stop`: calls `fetch(index)`, reports
+/// answers whose index changed (or that follow an error), backs off on
+/// errors (honouring `Retry-After`).
+async fn blocking_loop<T, F, Fut>(
+    name: &'static str,
+    fetch: F,
+    wrap: fn(u64, T) -> Event,
+    tx: mpsc::Sender<Event>,
+    stop: CancellationToken,
+) where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Answer<T>, ConsulError>>,
+{
+    let mut index = 0;
+    let mut limit = RateLimit::new();
+    let mut backoff = Backoff::default();
+    let mut failed = false;
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = async { limit.wait().await; fetch(index).await } => result,
+        };
+        let (event, delay) = match result {
+            Ok(answer) => {
+                backoff.reset();
+                let unchanged = answer.index == index && index != 0 && !failed;
+                failed = false;
+                index = next_index(index, answer.index);
+                if unchanged {
+                    continue;
+                }
+                (wrap(answer.index, answer.body), None)
+            }
+            Err(e) => {
+                failed = true;
+                let delay = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
+                (Event::Failed(name, e), Some(delay))
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+        if let Some(delay) = delay {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// What is known of one check, to tell what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CheckInfo {
+    service: String,
+    modify_index: u64,
+}
+
+/// The checks of `/v1/health/state/any`, keyed by (node, check ID).
+type Checks = HashMap<(String, String), CheckInfo>;
+
+fn checks_of(list: Vec<HealthCheck>) -> Checks {
+    list.into_iter()
+        .map(|c| {
+            (
+                (c.node, c.check_id),
+                CheckInfo {
+                    service: c.service_name,
+                    modify_index: c.modify_index,
+                },
+            )
+        })
+        .collect()
+}
+
+/// What a health-state answer changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HealthDiff {
+    /// Services with a new, removed or modified check, or on a node whose
+    /// node check changed.
+    pub dirty: BTreeSet<String>,
+    /// A node check appeared or vanished on a node none of the served
+    /// instances runs on: anything may have changed.
+    pub all: bool,
+    /// Raft indexes of the changes, to explain catalog index moves.
+    pub touched: BTreeSet<u64>,
+}
+
+/// Compares two health-state answers (`index` is the new answer's).
+fn health_diff(
+    old: &Checks,
+    new: &Checks,
+    index: u64,
+    nodes: &BTreeMap<String, BTreeSet<String>>,
+) -> HealthDiff {
+    let mut diff = HealthDiff::default();
+    let mark = |node: &str, info: &CheckInfo, added_or_removed: bool, diff: &mut HealthDiff| {
+        if !info.service.is_empty() {
+            diff.dirty.insert(info.service.clone());
+        } else if let Some(services) = nodes.get(node) {
+            diff.dirty.extend(services.iter().cloned());
+        } else if added_or_removed {
+            diff.all = true;
+        }
+    };
+    for (key, info) in new {
+        match old.get(key) {
+            Some(previous) if previous == info => {}
+            Some(previous) => {
+                diff.touched.insert(info.modify_index);
+                mark(&key.0, info, false, &mut diff);
+                if previous.service != info.service {
+                    mark(&key.0, previous, false, &mut diff);
+                }
+            }
+            None => {
+                diff.touched.insert(info.modify_index);
+                mark(&key.0, info, true, &mut diff);
+            }
+        }
+    }
+    for (key, info) in old {
+        if !new.contains_key(key) {
+            // Deleted with its service in one write: that write is the
+            // answer's index.
+            diff.touched.insert(index);
+            mark(&key.0, info, true, &mut diff);
+        }
+    }
+    diff
+}
+
+/// What a catalog answer changed (both maps already filtered by the
+/// config's `services`/`tags`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CatalogDiff {
+    /// New services and services whose tag list changed.
+    pub dirty: BTreeSet<String>,
+    /// Services gone from the catalog (or no longer matching).
+    pub removed: BTreeSet<String>,
+}
+
+fn catalog_diff(
+    old: &BTreeMap<String, Vec<String>>,
+    new: &BTreeMap<String, Vec<String>>,
+) -> CatalogDiff {
+    let mut diff = CatalogDiff::default();
+    for (name, tags) in new {
+        if old.get(name) != Some(tags) {
+            diff.dirty.insert(name.clone());
+        }
+    }
+    for name in old.keys() {
+        if !new.contains_key(name) {
+            diff.removed.insert(name.clone());
+        }
+    }
+    diff
+}
+
+/// The evaluator's state.
+struct Watcher {
+    config: Arc<ConsulSdConfig>,
+    client: Arc<Client>,
+    datacenter: String,
+    tx: watch::Sender<Arc<ServicesState>>,
+    /// Served services and their tags, as last read from the catalog.
+    catalog: Option<BTreeMap<String, Vec<String>>>,
+    catalog_index: u64,
+    checks: Option<Checks>,
+    /// Check indexes recently seen changing.
+    touched: VecDeque<u64>,
+    /// A catalog index move not explained yet, and until when to wait.
+    unexplained: Option<(u64, Instant)>,
+    services: BTreeMap<String, Arc<Vec<TargetGroup>>>,
+    /// Nodes → served services with an instance there.
+    nodes: BTreeMap<String, BTreeSet<String>>,
+    /// Services whose last refresh failed, retried after `retry_at`.
+    retry: BTreeSet<String>,
+    retry_at: Instant,
+    retry_backoff: Backoff,
+    problems: BTreeMap<String, String>,
+    /// Whether the first full read has been started.
+    initial_read: bool,
+    synced: bool,
+    error_seq: u64,
+    recent_errors: VecDeque<(u64, SourceError)>,
+}
+
+impl Watcher {
+    fn error(&mut self, component: &str, e: &ConsulError) {
+        tracing::warn!(server = %self.config.server, component, error = %e, "consul request failed; last good targets stay served");
+        self.problems.insert(component.to_string(), e.to_string());
+        self.error_seq += 1;
+        self.recent_errors.push_back((
+            self.error_seq,
+            SourceError {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+        ));
+        while self.recent_errors.len() > RECENT_ERRORS {
+            self.recent_errors.pop_front();
+        }
+    }
+
+    fn publish(&self) {
+        let problem = (!self.problems.is_empty()).then(|| {
+            self.problems
+                .iter()
+                .map(|(c, p)| format!("consul {c}: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        self.tx.send_replace(Arc::new(ServicesState {
+            synced: self.synced,
+            problem,
+            services: self.services.clone(),
+            error_seq: self.error_seq,
+            recent_errors: self.recent_errors.iter().cloned().collect(),
+        }));
+    }
+
+    fn remember_touched(&mut self, indexes: impl IntoIterator<Item = u64>) {
+        self.touched.extend(indexes);
+        while self.touched.len() > TOUCHED {
+            self.touched.pop_front();
+        }
+    }
+
+    /// Applies a batch of events; returns the services to refresh.
+    fn apply(&mut self, events: Vec<Event>, dirty: &mut BTreeSet<String>) {
+        for event in events {
+            match event {
+                Event::Failed(component, e) => self.error(component, &e),
+                Event::Catalog(index, all) => {
+                    self.problems.remove("catalog_services");
+                    let new: BTreeMap<String, Vec<String>> = all
+                        .into_iter()
+                        .filter(|(name, tags)| self.config.should_watch(name, tags))
+                        .collect();
+                    if let Some(old) = &self.catalog {
+                        let diff = catalog_diff(old, &new);
+                        let explained = !diff.dirty.is_empty() || !diff.removed.is_empty();
+                        dirty.extend(diff.dirty);
+                        for name in diff.removed {
+                            self.services.remove(&name);
+                            self.retry.remove(&name);
+                            for services in self.nodes.values_mut() {
+                                services.remove(&name);
+                            }
+                        }
+                        if index != self.catalog_index
+                            && !explained
+                            && !self.touched.contains(&index)
+                        {
+                            self.unexplained = Some((index, Instant::now() + EXPLAIN_GRACE));
+                        }
+                    }
+                    self.catalog_index = index;
+                    self.catalog = Some(new);
+                }
+                Event::Health(index, list) => {
+                    self.problems.remove("health_state");
+                    let new = checks_of(list);
+                    if let Some(old) = &self.checks {
+                        let diff = health_diff(old, &new, index, &self.nodes);
+                        if diff.all {
+                            if let Some(catalog) = &self.catalog {
+                                dirty.extend(catalog.keys().cloned());
+                            }
+                        }
+                        dirty.extend(diff.dirty);
+                        self.remember_touched(diff.touched);
+                    }
+                    self.checks = Some(new);
+                }
+            }
+        }
+        if let Some((index, _)) = self.unexplained {
+            if self.touched.contains(&index) {
+                self.unexplained = None;
+            }
+        }
+        // Only served services are fetched.
+        if let Some(catalog) = &self.catalog {
+            dirty.retain(|s| catalog.contains_key(s));
+        }
+    }
+
+    /// Fetches `names` concurrently (the client's semaphore bounds it) and
+    /// stores the results; failures keep the previous groups and are
+    /// retried with backoff. Returns whether all succeeded.
+    async fn refresh(&mut self, names: BTreeSet<String>, stop: &CancellationToken) -> bool {
+        if names.is_empty() {
+            return self.retry.is_empty();
+        }
+        let mut tasks = JoinSet::new();
+        for name in names {
+            let client = self.client.clone();
+            tasks.spawn(async move {
+                let result = client.health_service(&name).await;
+                (name, result)
+            });
+        }
+        let opts = LabelOptions {
+            datacenter: &self.datacenter,
+            tag_separator: &self.config.tag_separator,
+            vm_tag_labels: self.config.vm_tag_labels,
+        };
+        let mut results = Vec::new();
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return false,
+                next = tasks.join_next() => next,
+            };
+            match next {
+                None => break,
+                Some(Ok((name, result))) => {
+                    let result = result.map(|entries| {
+                        let nodes: BTreeSet<String> =
+                            entries.iter().map(|e| e.node.node.clone()).collect();
+                        (service_groups(&name, &entries, opts), nodes)
+                    });
+                    results.push((name, result));
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "consul refresh task failed"),
+            }
+        }
+        let mut ok = true;
+        let mut retry_after = Duration::ZERO;
+        for (name, result) in results {
+            match result {
+                Ok((groups, nodes)) => {
+                    self.retry.remove(&name);
+                    self.problems.remove(&format!("service {name:?}"));
+                    for services in self.nodes.values_mut() {
+                        services.remove(&name);
+                    }
+                    for node in nodes {
+                        self.nodes.entry(node).or_default().insert(name.clone());
+                    }
+                    self.nodes.retain(|_, s| !s.is_empty());
+                    if groups.is_empty() {
+                        self.services.remove(&name);
+                    } else if self.services.get(&name).map(|g| g.as_slice())
+                        != Some(groups.as_slice())
+                    {
+                        self.services.insert(name, Arc::new(groups));
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    retry_after = retry_after.max(e.retry_after().unwrap_or_default());
+                    self.error(&format!("service {name:?}"), &e);
+                    self.retry.insert(name);
+                }
+            }
+        }
+        if ok {
+            self.retry_backoff.reset();
+        } else {
+            self.retry_at = Instant::now() + self.retry_backoff.next_delay().max(retry_after);
+        }
+        ok && self.retry.is_empty()
+    }
+}
+
+/// Builds the client, retrying with backoff (bad TLS files may be fixed).
+async fn connect(
+    config: &Arc<ConsulSdConfig>,
+    metrics: &Option<Arc<Metrics>>,
+    tx: &watch::Sender<Arc<ServicesState>>,
+    stop: &CancellationToken,
+) -> Option<(Arc<Client>, String, u64)> {
+    let mut backoff = Backoff::default();
+    let mut errors = 0u64;
+    let fail = |e: &ConsulError, errors: &mut u64| {
+        tracing::warn!(server = %config.server, error = %e, "consul watcher cannot start yet");
+        *errors += 1;
+        tx.send_replace(Arc::new(ServicesState {
+            problem: Some(format!("consul: {e}")),
+            error_seq: *errors,
+            recent_errors: vec![(
+                *errors,
+                SourceError {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                },
+            )],
+            ..ServicesState::default()
+        }));
+    };
+    let client = loop {
+        match Client::new(config.clone(), metrics.clone()) {
+            Ok(c) => break Arc::new(c),
+            Err(e) => fail(&e, &mut errors),
+        }
+        tokio::select! { _ = stop.cancelled() => return None, _ = sleep(backoff.next_delay()) => {} }
+    };
+    if !config.datacenter.is_empty() {
+        return Some((client, config.datacenter.clone(), errors));
+    }
+    backoff.reset();
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = client.agent_datacenter() => r,
+        };
+        match result {
+            Ok(dc) => return Some((client, dc, errors)),
+            Err(e) => {
+                let delay = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
+                fail(&e, &mut errors);
+                tokio::select! { _ = stop.cancelled() => return None, _ = sleep(delay) => {} }
+            }
+        }
+    }
+}
+
+/// Runs the watcher for `config` until `stop`, publishing through `tx`.
+pub(super) async fn run(
+    config: Arc<ConsulSdConfig>,
+    metrics: Option<Arc<Metrics>>,
+    tx: watch::Sender<Arc<ServicesState>>,
+    stop: CancellationToken,
+) {
+    let Some((client, datacenter, error_seq)) = connect(&config, &metrics, &tx, &stop).await else {
+        return;
+    };
+    let (events_tx, mut events) = mpsc::channel(64);
+    let watches = stop.child_token();
+    let _guard = watches.clone().drop_guard();
+    {
+        let c = client.clone();
+        tokio::spawn(blocking_loop(
+            "catalog_services",
+            move |i| {
+                let c = c.clone();
+                async move {
+                    c.catalog_services(i).await.map(|a| Answer {
+                        index: a.index,
+                        body: a
+                            .body
+                            .into_iter()
+                            .map(|(k, v)| (k, v.unwrap_or_default()))
+                            .collect(),
+                    })
+                }
+            },
+            Event::Catalog,
+            events_tx.clone(),
+            watches.clone(),
+        ));
+        let c = client.clone();
+        tokio::spawn(blocking_loop(
+            "health_state",
+            move |i| {
+                let c = c.clone();
+                async move { c.health_state(i).await }
+            },
+            Event::Health,
+            events_tx,
+            watches.clone(),
+        ));
+    }
+    let mut w = Watcher {
+        config: config.clone(),
+        client,
+        datacenter,
+        tx,
+        catalog: None,
+        catalog_index: 0,
+        checks: None,
+        touched: VecDeque::new(),
+        unexplained: None,
+        services: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        retry: BTreeSet::new(),
+        retry_at: Instant::now(),
+        retry_backoff: Backoff::default(),
+        problems: BTreeMap::new(),
+        initial_read: false,
+        synced: false,
+        // Continues the numbering of the errors `connect` published.
+        error_seq,
+        recent_errors: VecDeque::new(),
+    };
+    let far = || Instant::now() + Duration::from_secs(86400 * 365);
+    let mut next_resync = Instant::now() + FULL_RESYNC;
+    loop {
+        let mut batch = Vec::new();
+        let mut dirty = BTreeSet::new();
+        let retry_at = if w.retry.is_empty() {
+            far()
+        } else {
+            w.retry_at
+        };
+        let explain_at = w.unexplained.map(|(_, at)| at).unwrap_or_else(far);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => match event {
+                Some(e) => batch.push(e),
+                None => return,
+            },
+            _ = sleep_until(retry_at) => dirty.extend(w.retry.iter().cloned()),
+            _ = sleep_until(explain_at) => {
+                tracing::debug!("catalog index moved without a visible cause: refreshing every service");
+                w.unexplained = None;
+                dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
+            }
+            _ = sleep_until(next_resync) => {
+                next_resync = Instant::now() + FULL_RESYNC;
+                dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
+            }
+        }
+        if !batch.is_empty() {
+            let deadline = Instant::now() + DEBOUNCE;
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(e) => batch.push(e),
+                        None => return,
+                    },
+                    _ = sleep_until(deadline) => break,
+                }
+            }
+        }
+        w.apply(batch, &mut dirty);
+        if w.catalog.is_none() || w.checks.is_none() {
+            // Not both watches have answered yet: nothing to fetch against.
+            w.publish();
+            continue;
+        }
+        if !w.initial_read {
+            // Both watches have answered: read every selected service once
+            // (whatever batch the first answers came in).
+            w.initial_read = true;
+            dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
+        }
+        let all_ok = w.refresh(dirty, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        if all_ok && !w.synced {
+            w.synced = true;
+            tracing::info!(server = %config.server, services = w.services.len(), "consul watcher synced");
+        }
+        w.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(node: &str, id: &str, service: &str, index: u64) -> HealthCheck {
+        HealthCheck {
+            node: node.into(),
+            check_id: id.into(),
+            service_name: service.into(),
+            modify_index: index,
+            ..HealthCheck::default()
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn health_diff_finds_changed_services() {
+        let old = checks_of(vec![
+            check("n1", "serfHealth", "", 5),
+            check("n1", "service:web-1", "web", 10),
+            check("n2", "service:db-1", "db", 11),
+            check("n2", "serfHealth", "", 5),
+        ]);
+        let nodes = BTreeMap::from([
+            ("n1".to_string(), set(&["web", "cache"])),
+            ("n2".to_string(), set(&["db"])),
+        ]);
+        // Nothing changed.
+        assert_eq!(health_diff(&old, &old, 20, &nodes), HealthDiff::default());
+        // A service check changed status; a node check changed on n1.
+        let new = checks_of(vec![
+            check("n1", "serfHealth", "", 21),
+            check("n1", "service:web-1", "web", 10),
+            check("n2", "service:db-1", "db", 22),
+            check("n2", "serfHealth", "", 5),
+        ]);
+        let d = health_diff(&old, &new, 22, &nodes);
+        assert_eq!(d.dirty, set(&["cache", "db", "web"]));
+        assert!(!d.all);
+        assert_eq!(d.touched, BTreeSet::from([21, 22]));
+        // A new instance with its check; a check removed with its instance.
+        let new = checks_of(vec![
+            check("n1", "serfHealth", "", 5),
+            check("n1", "service:web-1", "web", 10),
+            check("n2", "serfHealth", "", 5),
+            check("n3", "service:api-1", "api", 30),
+        ]);
+        let d = health_diff(&old, &new, 31, &nodes);
+        assert_eq!(d.dirty, set(&["api", "db"]));
+        assert_eq!(d.touched, BTreeSet::from([30, 31]));
+        assert!(!d.all);
+        // A node check appears on an unknown node: everything is suspect;
+        // a status flap there is not.
+        let mut new = old.clone();
+        new.extend(checks_of(vec![check("n9", "serfHealth", "", 40)]));
+        assert!(health_diff(&old, &new, 40, &nodes).all);
+        let flap_old = checks_of(vec![check("n9", "serfHealth", "", 40)]);
+        let flap_new = checks_of(vec![check("n9", "serfHealth", "", 41)]);
+        let d = health_diff(&flap_old, &flap_new, 41, &nodes);
+        assert!(!d.all && d.dirty.is_empty());
+    }
+
+    #[test]
+    fn catalog_diff_finds_new_changed_and_removed() {
+        let old = BTreeMap::from([
+            ("a".to_string(), vec!["x".to_string()]),
+            ("b".to_string(), vec![]),
+            ("c".to_string(), vec![]),
+        ]);
+        let new = BTreeMap::from([
+            ("a".to_string(), vec!["x".to_string(), "y".to_string()]),
+            ("b".to_string(), vec![]),
+            ("d".to_string(), vec![]),
+        ]);
+        let d = catalog_diff(&old, &new);
+        assert_eq!(d.dirty, set(&["a", "d"]));
+        assert_eq!(d.removed, set(&["c"]));
+        assert_eq!(catalog_diff(&new, &new), CatalogDiff::default());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= BACKOFF_CAP);
+        }
+        let late = b.next_delay();
+        assert!(late >= BACKOFF_CAP / 2, "{late:?}");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+}
