@@ -1,11 +1,13 @@
 //! sdbridge: serves the places fleets keep their scrape targets (file_sd
-//! directories, static lists) as one Prometheus HTTP SD endpoint.
+//! directories, static lists, a Consul catalog) as one Prometheus HTTP SD
+//! endpoint.
 //!
 //! # Layout
 //!
 //! - [`config`]: the YAML config, strict, errors with `file:line:col`.
 //! - [`source`]: one tokio task per source ([`source::file`],
-//!   [`source::static`]), each sending full-replacement [`source::Update`]s.
+//!   [`source::static`], [`source::consul`]), each sending full-replacement
+//!   [`source::Update`]s.
 //! - [`merge`]: the one task owning all groups; re-serializes only what
 //!   changed and publishes a [`snapshot::Snapshot`] through `ArcSwap`.
 //! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
