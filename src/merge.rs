@@ -278,3 +278,143 @@ fn render<'a>(
     body.extend_from_slice(b"]");
     Rendered::new(body.freeze(), groups, targets, previous)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceId;
+    use crate::targetgroup::{LabelSet, TargetGroup};
+    use std::path::Path;
+
+    fn merger() -> (Merger, Arc<ArcSwap<Snapshot>>) {
+        let config = Config::parse(
+            "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
+            Path::new("/etc/sdbridge.yml"),
+        )
+        .unwrap();
+        let placeholder = Snapshot {
+            jobs: Vec::new(),
+            by_name: Default::default(),
+            all: Rendered::new(empty_body(), 0, 0, None),
+            all_ready: false,
+            generation: 0,
+        };
+        let snapshot = Arc::new(ArcSwap::from_pointee(placeholder));
+        let merger = Merger::new(&config, snapshot.clone(), Arc::new(Metrics::new()));
+        (merger, snapshot)
+    }
+
+    fn part(key: &str, target: &str) -> Part {
+        Part {
+            key: key.to_string(),
+            groups: vec![TargetGroup::new([target], LabelSet::default())],
+        }
+    }
+
+    fn update(index: usize, change: Change, problem: Option<&str>) -> Update {
+        Update {
+            source: SourceId { job: 0, index },
+            change,
+            synced: true,
+            problem: problem.map(str::to_string),
+            errors: Vec::new(),
+        }
+    }
+
+    fn targets(body: &[u8]) -> Vec<String> {
+        let groups: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+        groups
+            .iter()
+            .flat_map(|g| g["targets"].as_array().unwrap().clone())
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn job_is_ready_only_when_every_source_synced() {
+        let (mut m, snap) = merger();
+        let s = snap.load();
+        assert!(!s.job("a").unwrap().ready);
+        assert!(s.job("b").unwrap().ready, "a job without sources is ready");
+        assert!(!s.all_ready);
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "127.0.0.1:1")]),
+            None,
+        ));
+        m.publish();
+        assert!(!snap.load().job("a").unwrap().ready);
+        m.apply(update(1, Change::Replace(vec![]), None));
+        m.publish();
+        let s = snap.load();
+        assert!(s.job("a").unwrap().ready && s.all_ready);
+        assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["127.0.0.1:1"]);
+    }
+
+    #[test]
+    fn order_is_source_then_part_key_and_patches_touch_only_their_part() {
+        let (mut m, snap) = merger();
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/b.json", "b"), part("/sd/a.json", "a")]),
+            None,
+        ));
+        m.publish();
+        assert_eq!(
+            targets(&snap.load().job("a").unwrap().rendered.body),
+            ["s", "a", "b"]
+        );
+        m.apply(update(
+            1,
+            Change::Patch(vec![part("/sd/c.json", "c")]),
+            None,
+        ));
+        m.apply(update(
+            1,
+            Change::Patch(vec![Part {
+                key: "/sd/a.json".into(),
+                groups: vec![],
+            }]),
+            None,
+        ));
+        m.publish();
+        let s = snap.load();
+        assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "b", "c"]);
+        assert_eq!(targets(&s.all.body), ["s", "b", "c"]);
+    }
+
+    #[test]
+    fn a_problem_keeps_the_last_good_groups_and_the_same_render() {
+        let (mut m, snap) = merger();
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "a")]),
+            None,
+        ));
+        m.publish();
+        let before = snap.load().job("a").unwrap().rendered.clone();
+        m.apply(update(1, Change::None, Some("/sd/a.json:1:1: broken")));
+        m.publish();
+        let s = snap.load();
+        let job = s.job("a").unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &job.rendered),
+            "same body, same render"
+        );
+        assert_eq!(
+            job.sources[1].problem.as_deref(),
+            Some("/sd/a.json:1:1: broken")
+        );
+        assert!(job.ready);
+    }
+}

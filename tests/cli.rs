@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{bin, Bridge, Dir};
+use crate::util::{bin, run_cli, Bridge, Dir};
 
 #[test]
 fn check_accepts_the_examples() {
@@ -27,11 +27,7 @@ fn check_reports_config_errors_with_position() {
         "bad.yml",
         "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labelz: {}\n",
     );
-    let out = Command::new(bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_cli(None, &["check".as_ref(), config.as_os_str()]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -52,11 +48,7 @@ fn check_reports_invalid_file_sd_files() {
         "c.yml",
         "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.yml]}]\n",
     );
-    let out = Command::new(bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_cli(None, &["check".as_ref(), config.as_os_str()]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

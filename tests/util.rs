@@ -14,6 +14,18 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sdbridge")
 }
 
+/// Runs `sdbridge ARGS` in `cwd` (or the temp dir) to completion.
+pub fn run_cli(cwd: Option<&Path>, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(bin())
+        .current_dir(
+            cwd.map(Path::to_path_buf)
+                .unwrap_or_else(std::env::temp_dir),
+        )
+        .args(args)
+        .output()
+        .expect("run sdbridge")
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, panicking with `what`
 /// after `timeout`.
 pub fn poll_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
