@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -60,6 +61,9 @@ pub enum Command {
         /// Only this job (default: all jobs, as /http_sd).
         #[arg(long)]
         job: Option<String>,
+        /// Seconds to wait for every source's first round.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
 }
 
@@ -88,9 +92,13 @@ pub fn main() -> ExitCode {
                 .await
                 .map_err(|e| e.to_string())
         }),
-        Command::Dump { config, job } => with_runtime(|| async move {
+        Command::Dump {
+            config,
+            job,
+            timeout,
+        } => with_runtime(|| async move {
             let config = Config::load(&config).map_err(|e| e.to_string())?;
-            let body = daemon::dump(config, job.as_deref())
+            let body = daemon::dump(config, job.as_deref(), Duration::from_secs(timeout))
                 .await
                 .map_err(|e| e.to_string())?;
             let mut stdout = std::io::stdout().lock();

@@ -37,6 +37,14 @@ pub enum RunError {
     /// `dump --job` named a job the config does not have.
     #[error("no job named {0:?} in the config")]
     UnknownJob(String),
+    /// `dump` gave up waiting for sources to complete a round.
+    #[error("not synced after {seconds}s: {waiting}")]
+    NotSynced {
+        /// How long it waited.
+        seconds: u64,
+        /// The sources still syncing, with their problems.
+        waiting: String,
+    },
 }
 
 /// Discovery running in the background: the merger and its sources.
@@ -117,7 +125,11 @@ async fn shutdown_signal() {
 
 /// `sdbridge dump`: one discovery round of every source, then the body
 /// that would be served (for `job`, or for all jobs).
-pub async fn dump(config: Config, job: Option<&str>) -> Result<Bytes, RunError> {
+pub async fn dump(
+    config: Config,
+    job: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<Bytes, RunError> {
     if let Some(name) = job {
         if !config.jobs.iter().any(|j| j.job_name == name) {
             return Err(RunError::UnknownJob(name.to_string()));
@@ -125,9 +137,28 @@ pub async fn dump(config: Config, job: Option<&str>) -> Result<Bytes, RunError> 
     }
     let discovery = start(&config);
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(10));
+    let deadline = tokio::time::Instant::now() + timeout;
     let body = loop {
         ticker.tick().await;
         let snapshot = discovery.snapshot.load();
+        if tokio::time::Instant::now() > deadline {
+            discovery.shutdown.cancel();
+            let waiting: Vec<String> = snapshot
+                .jobs
+                .iter()
+                .filter(|j| job.is_none_or(|name| j.name == name))
+                .flat_map(|j| {
+                    j.sources.iter().filter(|s| !s.synced).map(move |s| {
+                        let problem = s.problem.as_deref().unwrap_or("no answer yet");
+                        format!("job {:?} {}: {problem}", j.name, s.name)
+                    })
+                })
+                .collect();
+            return Err(RunError::NotSynced {
+                seconds: timeout.as_secs(),
+                waiting: waiting.join("; "),
+            });
+        }
         let rendered = match job {
             Some(name) => snapshot.job(name).filter(|j| j.ready).map(|j| &j.rendered),
             None => snapshot.all_ready.then_some(&snapshot.all),

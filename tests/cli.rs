@@ -107,3 +107,35 @@ fn missing_config_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sdbridge.yml: No such file")
     );
 }
+
+#[test]
+fn dump_gives_up_on_a_source_that_never_syncs() {
+    let dir = Dir::new();
+    let fifo = dir.path("sd/a.json");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let config = dir.write(
+        "c.yml",
+        "jobs:\n  - job_name: slow\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let out = run_cli(
+        None,
+        &[
+            "dump".as_ref(),
+            "--timeout".as_ref(),
+            "1".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not synced after 1s: job \"slow\" file_sd#0"),
+        "{stderr}"
+    );
+}
