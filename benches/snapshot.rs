@@ -13,10 +13,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use sdbridge::config::Config;
+use sdbridge::daemon::placeholder;
 use sdbridge::http::{handle, AppState};
-use sdbridge::merge::Merger;
+use sdbridge::merge::{Merger, Publisher};
 use sdbridge::metrics::Metrics;
-use sdbridge::snapshot::{Rendered, Snapshot};
+use sdbridge::snapshot::Snapshot;
 use sdbridge::source::{Change, Part, SourceId, Update};
 use sdbridge::targetgroup::{LabelSet, TargetGroup};
 
@@ -74,15 +75,9 @@ fn setup() -> (Merger, Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
     )
     .expect("config");
     let metrics = Arc::new(Metrics::new());
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
-        jobs: Vec::new(),
-        by_name: Default::default(),
-        all: Rendered::new(Bytes::from_static(b"[]"), 0, 0, None),
-        all_ready: false,
-        generation: 0,
-    }));
-    let merger = Merger::new(&config, snapshot.clone(), metrics.clone());
-    (merger, snapshot, metrics)
+    let publisher = Publisher::new(placeholder());
+    let merger = Merger::new(&config, publisher.clone(), metrics.clone());
+    (merger, publisher.snapshot.clone(), metrics)
 }
 
 fn update(change: Change) -> Update {
@@ -142,7 +137,11 @@ fn request(c: &mut Criterion) {
     let (mut merger, snapshot, metrics) = setup();
     merger.apply(update(Change::Replace(parts(1_000, 0))));
     merger.publish();
-    let state = Arc::new(AppState { snapshot, metrics });
+    let state = Arc::new(AppState {
+        snapshot,
+        metrics,
+        reload: None,
+    });
     let mut group = c.benchmark_group("request");
     let req = Request::get("/http_sd/mysql").body(()).expect("request");
     group.bench_function("handler_1k_targets", |b| {

@@ -87,8 +87,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config, listen } => with_runtime(|| async move {
-            let config = Config::load(&config).map_err(|e| e.to_string())?;
-            daemon::serve(config, listen)
+            let loaded = Config::load(&config).map_err(|e| e.to_string())?;
+            daemon::serve(config, loaded, listen)
                 .await
                 .map_err(|e| e.to_string())
         }),

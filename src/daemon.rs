@@ -2,17 +2,18 @@
 //! runs the one-shot `dump`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::{self, AppState};
-use crate::merge::Merger;
+use crate::http::{self, AppState, ReloadRequest};
+use crate::merge::{Merger, Publisher};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::source::{self, Outbox, SourceId};
@@ -47,30 +48,30 @@ pub enum RunError {
     },
 }
 
-/// Discovery running in the background: the merger and its sources.
-pub struct Discovery {
-    /// The snapshot the merger publishes.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Metrics the merger and HTTP share.
-    pub metrics: Arc<Metrics>,
-    /// Cancels every source.
-    pub shutdown: CancellationToken,
-}
-
-/// Starts the merger and every source of `config`.
-pub fn start(config: &Config) -> Discovery {
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
-    let placeholder = Snapshot {
+/// An empty, not-ready snapshot to serve before the first publish.
+pub fn placeholder() -> Snapshot {
+    Snapshot {
         jobs: Vec::new(),
         by_name: Default::default(),
         all: crate::snapshot::Rendered::new(Bytes::from_static(b"[]"), 0, 0, None),
         all_ready: false,
         generation: 0,
-    };
-    let snapshot = Arc::new(ArcSwap::from_pointee(placeholder));
-    let merger = Merger::new(config, snapshot.clone(), metrics.clone());
+    }
+}
+
+/// Starts a merger and every source of `config`, publishing through
+/// `publisher`; `previous` is the snapshot a reload replaces (its jobs stay
+/// served until the new sources sync). Cancel the returned token to stop
+/// the sources (the merger then ends with them).
+pub fn start(
+    config: &Config,
+    publisher: &Arc<Publisher>,
+    metrics: &Arc<Metrics>,
+    previous: Option<Arc<Snapshot>>,
+) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+    let merger = Merger::replacing(config, publisher.clone(), metrics.clone(), previous);
     tokio::spawn(merger.run(rx));
     for (j, job) in config.jobs.iter().enumerate() {
         for (index, source_config) in source::sources_of(job).into_iter().enumerate() {
@@ -79,47 +80,106 @@ pub fn start(config: &Config) -> Discovery {
             tokio::spawn(source::run(source_config, out, shutdown.child_token()));
         }
     }
-    Discovery {
-        snapshot,
-        metrics,
-        shutdown,
-    }
+    shutdown
 }
 
-/// `sdbridge serve`: runs until SIGINT or SIGTERM.
-pub async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), RunError> {
+/// `sdbridge serve`: runs until SIGINT or SIGTERM; SIGHUP and
+/// `POST /-/reload` reload the config at `path`.
+pub async fn serve(
+    path: PathBuf,
+    config: Config,
+    listen: Option<SocketAddr>,
+) -> Result<(), RunError> {
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let discovery = start(&config);
+    let metrics = Arc::new(Metrics::new());
+    let publisher = Publisher::new(placeholder());
+    let mut sources = start(&config, &publisher, &metrics, None);
     tracing::info!(addr = %local, jobs = config.jobs.len(), "listening");
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let state = Arc::new(AppState {
-        snapshot: discovery.snapshot.clone(),
-        metrics: discovery.metrics.clone(),
+        snapshot: publisher.snapshot.clone(),
+        metrics: metrics.clone(),
+        reload: Some(reload_tx),
     });
-    let result = http::run(listener, state, shutdown_signal()).await;
-    discovery.shutdown.cancel();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(http::run(listener, state, stop.clone().cancelled_owned()));
+    let (mut term, mut int, mut hup) = (
+        listen_for(SignalKind::terminate()),
+        listen_for(SignalKind::interrupt()),
+        listen_for(SignalKind::hangup()),
+    );
+    loop {
+        let reply = tokio::select! {
+            Some(()) = recv(&mut term) => {
+                tracing::info!("SIGTERM: shutting down");
+                break;
+            }
+            Some(()) = recv(&mut int) => {
+                tracing::info!("SIGINT: shutting down");
+                break;
+            }
+            Some(()) = recv(&mut hup) => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                None
+            }
+            request = reload_rx.recv() => match request {
+                Some(reply) => Some(reply),
+                None => continue,
+            },
+        };
+        let result = match Config::load(&path) {
+            Ok(new) => {
+                if listen.is_none() && new.listen != config.listen {
+                    tracing::warn!(listen = %new.listen, "the listen address changes only on restart");
+                }
+                let previous = publisher.snapshot.load_full();
+                let old = std::mem::replace(
+                    &mut sources,
+                    start(&new, &publisher, &metrics, Some(previous)),
+                );
+                old.cancel();
+                tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the running configuration stays");
+                Err(e.to_string())
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+    stop.cancel();
+    let result = server.await;
+    sources.cancel();
     tracing::info!("stopped");
-    result.map_err(RunError::Serve)
+    match result {
+        Ok(served) => served.map_err(RunError::Serve),
+        Err(e) => Err(RunError::Serve(std::io::Error::other(e))),
+    }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
+/// A signal stream, or `None` (logged) if it cannot be had.
+fn listen_for(kind: SignalKind) -> Option<Signal> {
+    match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for a signal");
+            None
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+}
+
+/// Receives one signal; pending forever if it cannot be listened for.
+async fn recv(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -135,14 +195,16 @@ pub async fn dump(
             return Err(RunError::UnknownJob(name.to_string()));
         }
     }
-    let discovery = start(&config);
+    let metrics = Arc::new(Metrics::new());
+    let publisher = Publisher::new(placeholder());
+    let sources = start(&config, &publisher, &metrics, None);
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(10));
     let deadline = tokio::time::Instant::now() + timeout;
     let body = loop {
         ticker.tick().await;
-        let snapshot = discovery.snapshot.load();
+        let snapshot = publisher.snapshot.load();
         if tokio::time::Instant::now() > deadline {
-            discovery.shutdown.cancel();
+            sources.cancel();
             let waiting: Vec<String> = snapshot
                 .jobs
                 .iter()
@@ -167,6 +229,6 @@ pub async fn dump(
             break rendered.body.clone();
         }
     };
-    discovery.shutdown.cancel();
+    sources.cancel();
     Ok(body)
 }

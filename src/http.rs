@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::snapshot::{Rendered, Snapshot};
@@ -33,6 +33,9 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait while a job is not synced yet.
 const RETRY_AFTER_SECONDS: &str = "5";
 
+/// A config reload asked for over HTTP; the daemon answers on the oneshot.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
 /// What handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -40,6 +43,8 @@ pub struct AppState {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Request counters and the exposition.
     pub metrics: Arc<Metrics>,
+    /// Where `POST /-/reload` goes; `None` where reloading makes no sense.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight
@@ -79,8 +84,8 @@ pub async fn run(
         };
         let state = state.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = handle(&state, &req);
-            async move { Ok::<_, Infallible>(response) }
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(respond(&state, req).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -99,6 +104,48 @@ pub async fn run(
         () = tokio::time::sleep(GRACE) => tracing::warn!("shutdown grace period over; closing connections"),
     }
     Ok(())
+}
+
+/// Answers one request: `/-/reload` waits for the daemon, everything else
+/// is answered from the snapshot without awaiting anything.
+async fn respond(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/-/reload" {
+        return handle(state, &req);
+    }
+    let response = reload(state, req.method()).await;
+    state
+        .metrics
+        .request("/-/reload", response.status().as_u16());
+    response
+}
+
+async fn reload(state: &AppState, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST && method != Method::PUT {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST to reload");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST, PUT"));
+        return response;
+    }
+    let Some(reload) = &state.reload else {
+        return error(StatusCode::NOT_FOUND, "reloading is not available here");
+    };
+    let (tx, rx) = oneshot::channel();
+    if reload.send(tx).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match rx.await {
+        Ok(Ok(())) => text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Reloaded\n".into(),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reload failed: {e}"),
+        ),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
 }
 
 /// Answers one request from the current snapshot.

@@ -3,7 +3,7 @@
 //! concatenates fragments into job bodies and publishes a new [`Snapshot`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -43,11 +43,54 @@ struct JobState {
     dirty: bool,
 }
 
+/// Where mergers publish, kept across config reloads.
+#[derive(Debug)]
+pub struct Publisher {
+    /// What the HTTP handlers serve.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The epoch allowed to publish. A reload bumps it, so a retired
+    /// merger finishing a batch can never overwrite its successor's state.
+    epoch: Mutex<u64>,
+}
+
+impl Publisher {
+    /// A publisher serving `initial` until a merger publishes.
+    pub fn new(initial: Snapshot) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            snapshot: Arc::new(ArcSwap::from_pointee(initial)),
+            epoch: Mutex::new(0),
+        })
+    }
+
+    /// Retires every merger so far; returns the epoch for the next one.
+    pub fn next_epoch(&self) -> u64 {
+        let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        *epoch += 1;
+        *epoch
+    }
+
+    fn store(&self, epoch: u64, snapshot: Snapshot) -> bool {
+        let current = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != epoch {
+            return false;
+        }
+        self.snapshot.store(Arc::new(snapshot));
+        true
+    }
+}
+
 /// Owns the groups of every source and publishes snapshots.
 pub struct Merger {
     jobs: Vec<JobState>,
     all: Arc<Rendered>,
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The job bodies `all` was last built from.
+    all_parts: Vec<Arc<Rendered>>,
+    publisher: Arc<Publisher>,
+    epoch: u64,
+    /// After a reload: the snapshot being replaced. A job that is not
+    /// synced yet in the new config is served from it (if it was ready
+    /// there) instead of answering 503, until every job has synced.
+    fallback: Option<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     generation: u64,
 }
@@ -59,7 +102,18 @@ fn empty_body() -> Bytes {
 impl Merger {
     /// A merger for `config`'s jobs; publishes an initial snapshot in which
     /// no job with sources is ready.
-    pub fn new(config: &Config, snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Merger {
+    pub fn new(config: &Config, publisher: Arc<Publisher>, metrics: Arc<Metrics>) -> Merger {
+        Merger::replacing(config, publisher, metrics, None)
+    }
+
+    /// A merger that takes over from the one that published `previous`
+    /// (a reload): jobs keep being served from `previous` until synced.
+    pub fn replacing(
+        config: &Config,
+        publisher: Arc<Publisher>,
+        metrics: Arc<Metrics>,
+        previous: Option<Arc<Snapshot>>,
+    ) -> Merger {
         let empty = Rendered::new(empty_body(), 0, 0, None);
         let jobs = config
             .jobs
@@ -95,10 +149,14 @@ impl Merger {
                 }
             })
             .collect();
+        let epoch = publisher.next_epoch();
         let mut merger = Merger {
             jobs,
             all: empty,
-            snapshot,
+            all_parts: Vec::new(),
+            publisher,
+            epoch,
+            fallback: previous,
             metrics,
             generation: 0,
         };
@@ -150,40 +208,64 @@ impl Merger {
     pub fn publish(&mut self) -> Vec<Arc<Rendered>> {
         let mut fresh = Vec::new();
         let started = Instant::now();
-        let mut any_body_changed = false;
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
             let rendered = render(fragments, Some(&job.rendered));
             if !Arc::ptr_eq(&rendered, &job.rendered) {
-                any_body_changed = true;
                 fresh.push(rendered.clone());
             }
             job.rendered = rendered;
         }
-        if any_body_changed || self.generation == 0 {
-            let inner = self.jobs.iter().map(|j| Fragment {
-                json: inner_of(&j.rendered.body),
-                groups: j.rendered.groups,
-                targets: j.rendered.targets,
-            });
-            let all = render(inner.collect::<Vec<_>>().iter(), Some(&self.all));
+        if self
+            .jobs
+            .iter()
+            .all(|j| j.sources.iter().all(|s| s.status.synced))
+        {
+            self.fallback = None;
+        }
+        let jobs: Vec<JobSnapshot> = self
+            .jobs
+            .iter()
+            .map(|j| {
+                let ready = j.sources.iter().all(|s| s.status.synced);
+                let previous = self
+                    .fallback
+                    .as_ref()
+                    .filter(|_| !ready)
+                    .and_then(|f| f.job(&j.name))
+                    .filter(|p| p.ready);
+                JobSnapshot {
+                    name: j.name.clone(),
+                    ready: ready || previous.is_some(),
+                    rendered: previous.map_or(&j.rendered, |p| &p.rendered).clone(),
+                    sources: j.sources.iter().map(|s| s.status.clone()).collect(),
+                }
+            })
+            .collect();
+        let parts: Vec<Arc<Rendered>> = jobs.iter().map(|j| j.rendered.clone()).collect();
+        let same_parts = parts.len() == self.all_parts.len()
+            && parts
+                .iter()
+                .zip(&self.all_parts)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same_parts || self.generation == 0 {
+            let inner: Vec<Fragment> = parts
+                .iter()
+                .map(|r| Fragment {
+                    json: inner_of(&r.body),
+                    groups: r.groups,
+                    targets: r.targets,
+                })
+                .collect();
+            let all = render(inner.iter(), Some(&self.all));
             if !Arc::ptr_eq(&all, &self.all) || self.generation == 0 {
                 fresh.push(all.clone());
             }
             self.all = all;
+            self.all_parts = parts;
         }
         self.generation += 1;
-        let jobs: Vec<JobSnapshot> = self
-            .jobs
-            .iter()
-            .map(|j| JobSnapshot {
-                name: j.name.clone(),
-                ready: j.sources.iter().all(|s| s.status.synced),
-                rendered: j.rendered.clone(),
-                sources: j.sources.iter().map(|s| s.status.clone()).collect(),
-            })
-            .collect();
         for job in &jobs {
             self.metrics.job_state(&job.name, job.ready, &job.rendered);
         }
@@ -198,7 +280,9 @@ impl Merger {
             all: self.all.clone(),
             generation: self.generation,
         };
-        self.snapshot.store(Arc::new(snapshot));
+        if !self.publisher.store(self.epoch, snapshot) {
+            return Vec::new();
+        }
         self.metrics.rebuilt(started.elapsed());
         fresh
     }
@@ -282,26 +366,31 @@ fn render<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::placeholder;
     use crate::source::SourceId;
     use crate::targetgroup::{LabelSet, TargetGroup};
     use std::path::Path;
 
     fn merger() -> (Merger, Arc<ArcSwap<Snapshot>>) {
+        let (m, p) = merger_with(None);
+        (m, p.snapshot.clone())
+    }
+
+    fn merger_with(publisher: Option<Arc<Publisher>>) -> (Merger, Arc<Publisher>) {
         let config = Config::parse(
             "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
             Path::new("/etc/sdbridge.yml"),
         )
         .unwrap();
-        let placeholder = Snapshot {
-            jobs: Vec::new(),
-            by_name: Default::default(),
-            all: Rendered::new(empty_body(), 0, 0, None),
-            all_ready: false,
-            generation: 0,
-        };
-        let snapshot = Arc::new(ArcSwap::from_pointee(placeholder));
-        let merger = Merger::new(&config, snapshot.clone(), Arc::new(Metrics::new()));
-        (merger, snapshot)
+        let publisher = publisher.unwrap_or_else(|| Publisher::new(placeholder()));
+        let previous = Some(publisher.snapshot.load_full());
+        let merger = Merger::replacing(
+            &config,
+            publisher.clone(),
+            Arc::new(Metrics::new()),
+            previous,
+        );
+        (merger, publisher)
     }
 
     fn part(key: &str, target: &str) -> Part {
@@ -416,5 +505,53 @@ mod tests {
             Some("/sd/a.json:1:1: broken")
         );
         assert!(job.ready);
+    }
+
+    #[test]
+    fn after_a_reload_jobs_are_served_from_the_old_snapshot_until_synced() {
+        let (mut old, publisher) = merger_with(None);
+        old.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        old.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "old")]),
+            None,
+        ));
+        old.publish();
+        let served_before = publisher.snapshot.load().job("a").unwrap().rendered.clone();
+
+        let (mut new, _) = merger_with(Some(publisher.clone()));
+        let s = publisher.snapshot.load();
+        assert!(s.job("a").unwrap().ready, "no 503 because of a reload");
+        assert!(Arc::ptr_eq(&s.job("a").unwrap().rendered, &served_before));
+        // The retired merger can no longer publish.
+        old.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "stale")]),
+            None,
+        ));
+        assert!(old.publish().is_empty());
+        assert_eq!(
+            targets(&publisher.snapshot.load().job("a").unwrap().rendered.body),
+            ["s", "old"]
+        );
+
+        new.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        new.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "new")]),
+            None,
+        ));
+        new.publish();
+        let s = publisher.snapshot.load();
+        assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "new"]);
+        assert_eq!(targets(&s.all.body), ["s", "new"]);
     }
 }

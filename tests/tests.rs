@@ -10,3 +10,4 @@ mod e2e;
 mod fake_consul;
 mod file_sd;
 mod http;
+mod reload;

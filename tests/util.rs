@@ -141,6 +141,11 @@ impl Bridge {
         })
     }
 
+    /// The process ID, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
