@@ -6,7 +6,11 @@ use crate::util::{bin, run_cli, Bridge, Dir};
 
 #[test]
 fn check_accepts_the_examples() {
-    for example in ["examples/seed.yml", "examples/seed-file-sd.yml"] {
+    for example in [
+        "examples/seed.yml",
+        "examples/seed-file-sd.yml",
+        "examples/consul.yml",
+    ] {
         let out = Command::new(bin())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["check", example])
