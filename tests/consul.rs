@@ -304,7 +304,14 @@ fn consul_labels_are_prometheus_labels() {
 
     // A custom separator wraps and joins the tags.
     let mut expected = expected_prometheus("pipe");
-    let pipe_tags = ["||", "|mysql|primary|", "|primary|v=1|zone.name=a-1|", "|primary|", "||", "|canary|"];
+    let pipe_tags = [
+        "||",
+        "|mysql|primary|",
+        "|primary|v=1|zone.name=a-1|",
+        "|primary|",
+        "||",
+        "|canary|",
+    ];
     for ((_, l), tags) in expected.iter_mut().zip(pipe_tags) {
         l.insert("__meta_consul_tags".into(), tags.into());
     }
@@ -367,7 +374,11 @@ fn consul_services_tags_node_meta_and_filters_select_what_is_served() {
             .id("web-2")
             .tags(&["canary"]),
     );
-    c.register(ServiceInstance::new("n2", "db", 3306).id("db-1").tags(&["prod"]));
+    c.register(
+        ServiceInstance::new("n2", "db", 3306)
+            .id("db-1")
+            .tags(&["prod"]),
+    );
     c.register(ServiceInstance::new("n1", "cache", 6379).id("cache-1"));
     c.set_check_status("n2", "service:db-1", "critical");
     let dir = Dir::new();
@@ -404,10 +415,7 @@ fn consul_services_tags_node_meta_and_filters_select_what_is_served() {
         served("services"),
         pairs(&[("cache", "cache-1"), ("web", "web-1"), ("web", "web-2")])
     );
-    assert_eq!(
-        served("tags"),
-        pairs(&[("db", "db-1"), ("web", "web-1")])
-    );
+    assert_eq!(served("tags"), pairs(&[("db", "db-1"), ("web", "web-1")]));
     assert_eq!(
         served("node_meta"),
         pairs(&[("db", "db-1"), ("web", "web-2")])
@@ -451,6 +459,7 @@ fn consul_changes_are_served_within_a_second() {
             instances(b) == expect
         });
         let elapsed = started.elapsed();
+        eprintln!("{what}: served after {elapsed:?}");
         assert!(
             elapsed < Duration::from_secs(1),
             "{what}: served after {elapsed:?}"
@@ -517,7 +526,10 @@ fn consul_changes_are_served_within_a_second() {
         &|| {
             c.register(ServiceInstance::new("n1", "api", 8080).id("api-1"));
         },
-        &[("api", "api-1", "maintenance"), ("web", "web-2", "critical")],
+        &[
+            ("api", "api-1", "maintenance"),
+            ("web", "web-2", "critical"),
+        ],
     );
     timed(
         "service removed entirely",
@@ -567,7 +579,10 @@ fn consul_many_http_sd_clients_cost_consul_nothing_more() {
     };
     let one = window(1);
     let many = window(20);
-    assert!(many <= one, "20 clients: {many} Consul requests, 1 client: {one}");
+    assert!(
+        many <= one,
+        "20 clients: {many} Consul requests, 1 client: {one}"
+    );
     assert_eq!(many, 0, "nothing changed, the watches stay parked");
 }
 
@@ -587,7 +602,13 @@ fn last_good_survives(fault: Fault, error_kind: Option<&str>) {
     let good = bridge.get("/http_sd/j");
     let etag = good.header("etag").expect("etag").to_string();
     assert_eq!(ids(&good.text()), pairs(&[("web", "web-1")]));
-    let up = |b: &Bridge| metric(b, "sdbridge_source_up", &["job=\"j\"", "kind=\"consul_sd\""]);
+    let up = |b: &Bridge| {
+        metric(
+            b,
+            "sdbridge_source_up",
+            &["job=\"j\"", "kind=\"consul_sd\""],
+        )
+    };
     assert_eq!(up(&bridge), Some(1.0));
     let errors = |b: &Bridge| {
         metric(
@@ -614,11 +635,15 @@ fn last_good_survives(fault: Fault, error_kind: Option<&str>) {
         assert_eq!(r.header("etag"), Some(etag.as_str()), "{fault:?}");
         assert_eq!(r.body, good.body, "{fault:?}");
     };
-    poll_until(Duration::from_secs(20), "a request meeting the fault", || {
-        check_last_good();
-        let s = c.stats();
-        (s.by_endpoint.get("health/service").copied().unwrap_or(0) > 0).then_some(())
-    });
+    poll_until(
+        Duration::from_secs(20),
+        "a request meeting the fault",
+        || {
+            check_last_good();
+            let s = c.stats();
+            (s.by_endpoint.get("health/service").copied().unwrap_or(0) > 0).then_some(())
+        },
+    );
     if let Some(kind) = error_kind {
         poll_until(Duration::from_secs(20), "the fault in /metrics", || {
             check_last_good();
@@ -771,7 +796,10 @@ fn consul_identical_blocks_share_one_watcher() {
     let (d1, d2) = (Dir::new(), Dir::new());
     let extra: &[&str] = &["services: [svc-0, svc-1, svc-2, svc-3]"];
     let b1 = Bridge::start(&config(&d1, &[("a", &single, extra)]));
-    let b2 = Bridge::start(&config(&d2, &[("a", &double, extra), ("b", &double, extra)]));
+    let b2 = Bridge::start(&config(
+        &d2,
+        &[("a", &double, extra), ("b", &double, extra)],
+    ));
     wait_armed(&single, 2);
     wait_armed(&double, 2);
     let (s1, s2) = (single.stats(), double.stats());
