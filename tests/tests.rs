@@ -6,6 +6,7 @@ mod macros;
 mod util;
 
 mod cli;
+mod consul;
 mod e2e;
 mod fake_consul;
 mod file_sd;

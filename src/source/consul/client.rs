@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,40 @@ pub struct Client {
     /// Caps concurrent requests, hence connections, at `max_connections`.
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
+    /// Progress of the `/v1/health/state/any` calls.
+    pub health_state_progress: CallProgress,
+}
+
+/// Progress of one kind of call: how many were sent (had their connection
+/// slot) and how many have finished, whatever the outcome. Calls of one
+/// blocking watch are sequential, so call `n` is out while `done < n`.
+#[derive(Debug, Default)]
+pub struct CallProgress {
+    sent: AtomicU64,
+    done: AtomicU64,
+}
+
+impl CallProgress {
+    /// The number of the call now out at Consul, if one is.
+    pub fn outstanding(&self) -> Option<u64> {
+        let done = self.done.load(Ordering::SeqCst);
+        let sent = self.sent.load(Ordering::SeqCst);
+        (sent > done).then_some(sent)
+    }
+
+    /// Whether call number `call` has finished.
+    pub fn finished(&self, call: u64) -> bool {
+        self.done.load(Ordering::SeqCst) >= call
+    }
+}
+
+/// Counts a call as finished when dropped.
+struct Finished<'a>(&'a CallProgress);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.done.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn read_file(path: &str, what: &str) -> Result<Vec<u8>, ConsulError> {
@@ -288,6 +323,7 @@ impl Client {
             config,
             token,
             metrics,
+            health_state_progress: CallProgress::default(),
         })
     }
 
@@ -317,7 +353,7 @@ impl Client {
     /// `GET /v1/agent/self` → `Config.Datacenter`.
     pub async fn agent_datacenter(&self) -> Result<String, ConsulError> {
         let answer: Answer<serde_json::Value> = self
-            .get("agent_self", "/v1/agent/self", Vec::new(), None)
+            .get("agent_self", "/v1/agent/self", Vec::new(), None, None)
             .await?;
         match answer.body.get("Config").and_then(|c| c.get("Datacenter")) {
             Some(serde_json::Value::String(dc)) => Ok(dc.clone()),
@@ -347,6 +383,7 @@ impl Client {
             "/v1/catalog/services",
             params,
             Some(index),
+            None,
         )
         .await
     }
@@ -362,6 +399,7 @@ impl Client {
             "/v1/health/state/any",
             self.base_params(),
             Some(index),
+            Some(&self.health_state_progress),
         )
         .await
     }
@@ -380,7 +418,10 @@ impl Client {
             params.push(("filter", self.config.health_filter.clone()));
         }
         let path = format!("/v1/health/service/{}", utf8_percent_encode(name, SEGMENT));
-        Ok(self.get("health_service", &path, params, None).await?.body)
+        Ok(self
+            .get("health_service", &path, params, None, None)
+            .await?
+            .body)
     }
 
     /// The auth headers, read now (credential files may be rotated).
@@ -416,13 +457,14 @@ impl Client {
     }
 
     /// One GET; `blocking` carries the index for a blocking query (0: a
-    /// fresh read, no `index` sent).
+    /// fresh read, no `index` sent); `progress`, if any, counts the call.
     async fn get<T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
         path: &str,
         mut params: Vec<(&'static str, String)>,
         blocking: Option<u64>,
+        progress: Option<&CallProgress>,
     ) -> Result<Answer<T>, ConsulError> {
         let timeout = match blocking {
             Some(index) => {
@@ -442,6 +484,10 @@ impl Client {
             .acquire()
             .await
             .map_err(|_| ConsulError::Setup("client closed".into()))?;
+        let _finished = progress.map(|p| {
+            p.sent.fetch_add(1, Ordering::SeqCst);
+            Finished(p)
+        });
         let started = Instant::now();
         let result = self
             .http

@@ -26,8 +26,11 @@
 //! set: new services, services whose tags changed, services with a changed
 //! check, services on a node whose node check changed; a node check
 //! appearing or vanishing on a node with no known instance, or a catalog
-//! index move that neither watch explains within [`watch::EXPLAIN_GRACE`]
-//! (a check-less instance registered, say), marks every service dirty. Only
+//! index move that neither watch explains (a check-less instance
+//! registered, say), marks every service dirty: after
+//! [`watch::PARKED_GRACE`] if the health watch had a call parked at Consul
+//! when the move arrived (a check change would have woken it), else after
+//! [`watch::EXPLAIN_GRACE`]. Only
 //! the dirty services are then read, non-blocking, from
 //! `/v1/health/service/<name>` (with `tag=`, `health_filter`), at most
 //! `max_connections` requests at once, counting the two watches. When

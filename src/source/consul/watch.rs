@@ -41,6 +41,11 @@ pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// waits for the health watch to explain it, before every service is
 /// refreshed.
 pub const EXPLAIN_GRACE: Duration = Duration::from_secs(1);
+/// ...or this long, when the health watch had a call out at Consul as the
+/// move arrived: a write that touched a check wakes that call at once, so
+/// its silence means no check changed (a check-less instance registered
+/// or deregistered), and waiting the full grace would only delay serving it.
+pub const PARKED_GRACE: Duration = Duration::from_millis(250);
 /// Safety net: every service is re-read this often, for changes the two
 /// watches cannot see (a node's address or metadata changing alone).
 pub const FULL_RESYNC: Duration = Duration::from_secs(600);
@@ -284,6 +289,18 @@ fn catalog_diff(
     diff
 }
 
+/// A catalog index move no catalog or check change explained yet.
+#[derive(Debug, Clone, Copy)]
+struct Unexplained {
+    /// The catalog index.
+    index: u64,
+    /// When to give up waiting for the health watch to explain it.
+    until: Instant,
+    /// The health watch's call that was out when the move arrived, and
+    /// when its silence confirms the move is unexplained.
+    probe: Option<(u64, Instant)>,
+}
+
 /// The evaluator's state.
 struct Watcher {
     config: Arc<ConsulSdConfig>,
@@ -296,8 +313,8 @@ struct Watcher {
     checks: Option<Checks>,
     /// Check indexes recently seen changing.
     touched: VecDeque<u64>,
-    /// A catalog index move not explained yet, and until when to wait.
-    unexplained: Option<(u64, Instant)>,
+    /// A catalog index move not explained yet.
+    unexplained: Option<Unexplained>,
     services: BTreeMap<String, Arc<Vec<TargetGroup>>>,
     /// Nodes → served services with an instance there.
     nodes: BTreeMap<String, BTreeSet<String>>,
@@ -380,7 +397,16 @@ impl Watcher {
                             && !explained
                             && !self.touched.contains(&index)
                         {
-                            self.unexplained = Some((index, Instant::now() + EXPLAIN_GRACE));
+                            let now = Instant::now();
+                            self.unexplained = Some(Unexplained {
+                                index,
+                                until: now + EXPLAIN_GRACE,
+                                probe: self
+                                    .client
+                                    .health_state_progress
+                                    .outstanding()
+                                    .map(|call| (call, now + PARKED_GRACE)),
+                            });
                         }
                     }
                     self.catalog_index = index;
@@ -403,8 +429,8 @@ impl Watcher {
                 }
             }
         }
-        if let Some((index, _)) = self.unexplained {
-            if self.touched.contains(&index) {
+        if let Some(u) = self.unexplained {
+            if self.touched.contains(&u.index) {
                 self.unexplained = None;
             }
         }
@@ -412,6 +438,28 @@ impl Watcher {
         if let Some(catalog) = &self.catalog {
             dirty.retain(|s| catalog.contains_key(s));
         }
+    }
+
+    /// When an unexplained move's deadline passes: whether to refresh
+    /// every service now (the grace is over, or the health call that was
+    /// out when the move arrived is still out, so no check changed).
+    fn unexplained_due(&mut self) -> bool {
+        let Some(u) = &mut self.unexplained else {
+            return false;
+        };
+        let now = Instant::now();
+        let progress = &self.client.health_state_progress;
+        let silent = u
+            .probe
+            .is_some_and(|(call, at)| at <= now && !progress.finished(call));
+        if silent || u.until <= now {
+            self.unexplained = None;
+            return true;
+        }
+        // The health call answered: its event explains the move, or the
+        // full grace applies.
+        u.probe = None;
+        false
     }
 
     /// Fetches `names` concurrently (the client's semaphore bounds it) and
@@ -624,7 +672,10 @@ pub(super) async fn run(
         } else {
             w.retry_at
         };
-        let explain_at = w.unexplained.map(|(_, at)| at).unwrap_or_else(far);
+        let explain_at = w
+            .unexplained
+            .map(|u| u.probe.map_or(u.until, |(_, at)| at.min(u.until)))
+            .unwrap_or_else(far);
         tokio::select! {
             _ = stop.cancelled() => return,
             event = events.recv() => match event {
@@ -633,9 +684,10 @@ pub(super) async fn run(
             },
             _ = sleep_until(retry_at) => dirty.extend(w.retry.iter().cloned()),
             _ = sleep_until(explain_at) => {
-                tracing::debug!("catalog index moved without a visible cause: refreshing every service");
-                w.unexplained = None;
-                dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
+                if w.unexplained_due() {
+                    tracing::debug!("catalog index moved without a visible cause: refreshing every service");
+                    dirty.extend(w.catalog.iter().flat_map(|c| c.keys().cloned()));
+                }
             }
             _ = sleep_until(next_resync) => {
                 next_resync = Instant::now() + FULL_RESYNC;
