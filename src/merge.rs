@@ -249,7 +249,13 @@ impl Merger {
                 .iter()
                 .zip(&self.all_parts)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if !same_parts || self.generation == 0 {
+        if (!same_parts || self.generation == 0) && parts.len() == 1 {
+            // One job: `/http_sd` is byte-identical to it, share the render.
+            if !Arc::ptr_eq(&parts[0], &self.all) {
+                self.all = parts[0].clone();
+            }
+            self.all_parts = parts;
+        } else if !same_parts || self.generation == 0 {
             let inner: Vec<Fragment> = parts
                 .iter()
                 .map(|r| Fragment {
