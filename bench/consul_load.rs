@@ -27,8 +27,8 @@
 //! | `VM_BIN` | `victoria-metrics` on PATH | VictoriaMetrics binary; `SKIP_VM=1` skips it |
 
 // `cargo bench` compiles the fake's own tests (`cfg(test)`) without their
-// `#[test]` functions, hence `unused_imports`.
-#[allow(dead_code, unused_imports)]
+// `#[test]` functions, hence `unused_imports` (it allows `dead_code` itself).
+#[allow(unused_imports)]
 #[path = "../tests/fake_consul.rs"]
 mod fake_consul;
 /// Only for the fake's own tests, which `cargo bench` compiles (with
@@ -325,7 +325,7 @@ fn request_rate(consul: &FakeConsul, window: Duration, churn: bool) -> (f64, usi
     let mut flip = 0usize;
     while start.elapsed() < window {
         if churn {
-            let status = if flip % 2 == 0 { "warning" } else { "passing" };
+            let status = if flip & 1 == 0 { "warning" } else { "passing" };
             consul.set_check_status("node-000", "service:svc-0000-0", status);
             flip += 1;
         }
@@ -341,6 +341,7 @@ fn request_rate(consul: &FakeConsul, window: Duration, churn: bool) -> (f64, usi
 }
 
 /// Runs the measurements against an already started consumer.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     name: &str,
     consul: &FakeConsul,
@@ -463,7 +464,9 @@ fn start_sdbridge(bin: &Path, dir: &Path, consul: SocketAddr) -> Sdbridge {
     }
 }
 
-fn start_vm(bin: &Path, dir: &Path, consul: SocketAddr) -> Victoria {
+/// `max_dropped` raises `-promscrape.maxDroppedTargets` (default 1000) so
+/// that every discovered target shows up among the dropped ones.
+fn start_vm(bin: &Path, dir: &Path, consul: SocketAddr, max_dropped: usize) -> Victoria {
     let config = dir.join("vm.yml");
     std::fs::write(
         &config,
@@ -481,6 +484,7 @@ fn start_vm(bin: &Path, dir: &Path, consul: SocketAddr) -> Victoria {
             dir.join("vm-data").display()
         ))
         .arg("-promscrape.consulSDCheckInterval=1s")
+        .arg(format!("-promscrape.maxDroppedTargets={max_dropped}"))
         .arg("-loggerLevel=ERROR")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -549,7 +553,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(1));
         consul.reset_stats();
         let started = Instant::now();
-        let mut victoria = start_vm(&vm, dir.path(), consul.addr());
+        let mut victoria = start_vm(&vm, dir.path(), consul.addr(), 2 * want + 1000);
         let r = measure(
             "victoria-metrics",
             &consul,
