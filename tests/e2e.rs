@@ -13,17 +13,17 @@ use std::time::Duration;
 
 use crate::util::{free_port, poll_until, request, Bridge, Dir};
 
-type Labels = BTreeMap<String, String>;
+pub(crate) type Labels = BTreeMap<String, String>;
 
 /// Drops every target: consumers must scrape nothing (CONTRACT section 7).
-const DROP_ALL: &str =
+pub(crate) const DROP_ALL: &str =
     "    relabel_configs: [{action: drop, source_labels: [__address__], regex: \".*\"}]\n";
 
 /// A consumer process on a loopback port, killed on drop.
-struct Consumer {
+pub(crate) struct Consumer {
     child: Child,
-    port: u16,
-    name: &'static str,
+    pub(crate) port: u16,
+    pub(crate) name: &'static str,
 }
 
 impl Consumer {
@@ -42,6 +42,16 @@ impl Consumer {
     }
 
     fn victoria_metrics(binary: &Path, config: &Path, data: &Path) -> Consumer {
+        Consumer::victoria_metrics_with(binary, config, data, &[])
+    }
+
+    /// VictoriaMetrics with extra command-line flags.
+    pub(crate) fn victoria_metrics_with(
+        binary: &Path,
+        config: &Path,
+        data: &Path,
+        flags: &[&str],
+    ) -> Consumer {
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("-promscrape.config={}", config.display()))
@@ -50,6 +60,7 @@ impl Consumer {
             .arg("-promscrape.fileSDCheckInterval=1s")
             .arg("-promscrape.httpSDCheckInterval=1s")
             .arg("-loggerLevel=WARN")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,7 +79,7 @@ impl Consumer {
     }
 
     /// Discovered labels of the dropped targets, per scrape job.
-    fn dropped(&self) -> BTreeMap<String, Vec<Labels>> {
+    pub(crate) fn dropped(&self) -> BTreeMap<String, Vec<Labels>> {
         let addr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
         let r = request(addr, "GET", "/api/v1/targets?state=dropped", &[]);
         assert_eq!(r.status, 200, "{} targets API: {}", self.name, r.text());

@@ -8,6 +8,7 @@ mod util;
 mod cli;
 mod consul;
 mod e2e;
+mod e2e_consul;
 mod fake_consul;
 mod file_sd;
 mod http;

@@ -1,0 +1,642 @@
+//! Consul load benchmark: the real `sdbridge` binary, then VictoriaMetrics's
+//! native `consul_sd_configs`, against the same fake Consul agent
+//! (`tests/fake_consul.rs`, with Consul's default limit of 200 concurrent
+//! connections per client address) holding `SERVICES` × `INSTANCES`
+//! instances.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/tmp/target-cbench cargo bench --bench consul_load
+//! ```
+//!
+//! Everything is on loopback; every phase is bounded in time (the whole run
+//! takes about 4 minutes with the defaults). VictoriaMetrics, when installed
+//! (`victoria-metrics` on PATH, or `VM_BIN`), scrapes nothing: its only job
+//! drops every target by relabelling. Results are recorded in
+//! `bench/README.md`.
+//!
+//! Environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SERVICES` | 1000 | services in the catalog |
+//! | `INSTANCES` | 10 | instances per service |
+//! | `CHANGES` | 10 | change-latency samples |
+//! | `WINDOW_SECS` | 30 | length of each request-rate window |
+//! | `MAX_CONNECTIONS` | sdbridge's default | sdbridge's `max_connections` |
+//! | `SDBRIDGE_BIN` | the bench's own build of `sdbridge` | binary to run |
+//! | `VM_BIN` | `victoria-metrics` on PATH | VictoriaMetrics binary; `SKIP_VM=1` skips it |
+
+// `cargo bench` compiles the fake's own tests (`cfg(test)`) without their
+// `#[test]` functions, hence `unused_imports` (it allows `dead_code` itself).
+#[allow(unused_imports)]
+#[path = "../tests/fake_consul.rs"]
+mod fake_consul;
+/// Only for the fake's own tests, which `cargo bench` compiles (with
+/// `cfg(test)`) but never runs here.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/util.rs"]
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_consul::{FakeConsul, Node, ServiceInstance};
+
+/// Drops every target: VictoriaMetrics must scrape nothing.
+const DROP_ALL: &str =
+    "    relabel_configs: [{action: drop, source_labels: [__address__], regex: \".*\"}]\n";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A loopback address for instance `n` (never 127.0.0.0 or .255).
+fn address(n: usize) -> String {
+    let n = n + 1;
+    format!(
+        "127.{}.{}.{}",
+        1 + n / 62_500 % 250,
+        n / 250 % 250,
+        1 + n % 250
+    )
+}
+
+/// One GET over a fresh connection: (status, ETag, body), or `None` when
+/// the server is not there (yet).
+fn get(
+    addr: SocketAddr,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(etag) = if_none_match {
+        req.push_str(&format!("If-None-Match: {etag}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut etag = String::new();
+    let mut chunked = false;
+    for line in head.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "etag" => etag = v.trim().to_string(),
+                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+                _ => {}
+            }
+        }
+    }
+    let mut body = raw[split + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body);
+    }
+    Some((status, etag, body))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&raw[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            break;
+        }
+        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
+    }
+    body
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Polls every `every` until `f` returns `Some`, or `None` after `timeout`.
+fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// `VmHWM` and `VmRSS` of `pid`, in MiB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What one consumer of Consul measured.
+#[derive(Default)]
+struct Results {
+    first_sync: Option<Duration>,
+    first_sync_peak_conns: usize,
+    first_sync_requests: u64,
+    rejected: u64,
+    change: Vec<Duration>,
+    change_missed: usize,
+    hwm_mib: f64,
+    rss_mib: f64,
+    idle_per_min: f64,
+    churn_per_min: f64,
+    peak_conns: usize,
+}
+
+/// The per-consumer steps: how to tell the targets are all there, and
+/// whether a given address is served.
+trait Consumer {
+    fn pid(&self) -> u32;
+    /// Whether `want` targets are discovered.
+    fn synced(&self, want: usize) -> bool;
+    /// Whether `address` is among the discovered targets.
+    fn sees(&mut self, address: &str) -> bool;
+    /// Poll interval for [`Consumer::sees`].
+    fn poll_every(&self) -> Duration;
+}
+
+struct Sdbridge {
+    proc: Proc,
+    addr: SocketAddr,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Consumer for Sdbridge {
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+    fn synced(&self, want: usize) -> bool {
+        if !matches!(get(self.addr, "/-/ready", None), Some((200, _, _))) {
+            return false;
+        }
+        let Some((200, _, body)) = get(self.addr, "/http_sd/consul", None) else {
+            return false;
+        };
+        let groups: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(
+            groups.len(),
+            want,
+            "sdbridge ready but not every target served"
+        );
+        true
+    }
+    fn sees(&mut self, address: &str) -> bool {
+        // Conditional GETs: a 304 costs nothing, the body comes only when
+        // it changed.
+        if let Some((status, etag, body)) = get(self.addr, "/http_sd/consul", self.etag.as_deref())
+        {
+            if status == 200 {
+                self.etag = Some(etag);
+                self.body = body;
+            }
+        }
+        contains(&self.body, &format!("\"{address}\""))
+    }
+    fn poll_every(&self) -> Duration {
+        Duration::from_millis(10)
+    }
+}
+
+struct Victoria {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Victoria {
+    fn dropped(&self) -> Vec<u8> {
+        match get(self.addr, "/api/v1/targets?state=dropped", None) {
+            Some((200, _, body)) => body,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Consumer for Victoria {
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+    fn synced(&self, want: usize) -> bool {
+        let body = self.dropped();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        v["data"]["droppedTargets"]
+            .as_array()
+            .is_some_and(|a| a.len() >= want)
+    }
+    fn sees(&mut self, address: &str) -> bool {
+        contains(&self.dropped(), &format!("\"{address}\""))
+    }
+    fn poll_every(&self) -> Duration {
+        // Each answer holds every target (megabytes): poll less often.
+        Duration::from_millis(100)
+    }
+}
+
+/// Registers the catalog: `services` × `instances`, on 100 nodes, each
+/// instance with its own loopback address and a passing check, each node
+/// with a passing `serfHealth`.
+fn populate(consul: &FakeConsul, services: usize, instances: usize) {
+    let nodes = 100.min(services * instances).max(1);
+    for n in 0..nodes {
+        consul.set_node(
+            Node::new(
+                &format!("node-{n:03}"),
+                &format!("127.0.{}.{}", n / 250, 1 + n % 250),
+            )
+            .meta("rack", &format!("r{}", n % 8)),
+        );
+        consul.set_check_status(&format!("node-{n:03}"), "serfHealth", "passing");
+    }
+    for s in 0..services {
+        for i in 0..instances {
+            let n = s * instances + i;
+            let node = format!("node-{:03}", n % nodes);
+            let id = format!("svc-{s:04}-{i}");
+            consul.register(
+                ServiceInstance::new(&node, &format!("svc-{s:04}"), 9100)
+                    .id(&id)
+                    .address(&address(n))
+                    .tags(&["prod", "exporter=node"])
+                    .meta("team", &format!("team-{}", s % 20)),
+            );
+            consul.set_check_status(&node, &format!("service:{id}"), "passing");
+        }
+    }
+}
+
+/// Requests per minute Consul sees over `window` while `churn` (if set)
+/// flips one check per second.
+fn request_rate(consul: &FakeConsul, window: Duration, churn: bool) -> (f64, usize) {
+    consul.reset_stats();
+    let start = Instant::now();
+    let mut flip = 0usize;
+    while start.elapsed() < window {
+        if churn {
+            let status = if flip & 1 == 0 { "warning" } else { "passing" };
+            consul.set_check_status("node-000", "service:svc-0000-0", status);
+            flip += 1;
+        }
+        std::thread::sleep(Duration::from_secs(1).min(window.saturating_sub(start.elapsed())));
+    }
+    // Leave the check as it started.
+    consul.set_check_status("node-000", "service:svc-0000-0", "passing");
+    let stats = consul.stats();
+    (
+        stats.requests as f64 * 60.0 / start.elapsed().as_secs_f64(),
+        stats.peak_connections,
+    )
+}
+
+/// Runs the measurements against an already started consumer.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    name: &str,
+    consul: &FakeConsul,
+    consumer: &mut dyn Consumer,
+    started: Instant,
+    want: usize,
+    tag: usize,
+    changes: usize,
+    window: Duration,
+) -> Results {
+    let mut r = Results::default();
+    let sync_every = if name == "sdbridge" {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(250)
+    };
+    r.first_sync = poll(Duration::from_secs(120), sync_every, || {
+        consumer.synced(want).then(|| started.elapsed())
+    });
+    let stats = consul.stats();
+    r.first_sync_peak_conns = stats.peak_connections;
+    r.first_sync_requests = stats.requests;
+    r.rejected = stats.rejected_connections;
+    eprintln!(
+        "{name}: first sync {:?}, {} requests, peak {} connections, {} refused",
+        r.first_sync, stats.requests, stats.peak_connections, stats.rejected_connections
+    );
+    if r.first_sync.is_none() {
+        r.peak_conns = stats.peak_connections;
+        (r.hwm_mib, r.rss_mib) = rss(consumer.pid());
+        return r;
+    }
+    // Let the start-up traffic settle before measuring rates.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (idle, _) = request_rate(consul, window, false);
+    r.idle_per_min = idle;
+    let (churn, peak) = request_rate(consul, window, true);
+    r.churn_per_min = churn;
+    r.peak_conns = peak.max(r.first_sync_peak_conns);
+    eprintln!("{name}: {idle:.0} req/min idle, {churn:.0} req/min with a change per second");
+
+    // Change latency: one new instance at a time, never seen before.
+    consumer.sees("0.0.0.0:0"); // prime the sdbridge ETag
+    for k in 0..changes {
+        let addr = format!("127.254.{tag}.{}", 1 + k);
+        let id = format!("new-{tag}-{k}");
+        let t0 = Instant::now();
+        consul.register(
+            ServiceInstance::new("node-000", "svc-0000", 9100)
+                .id(&id)
+                .address(&addr),
+        );
+        let target = format!("{addr}:9100");
+        let every = consumer.poll_every();
+        match poll(Duration::from_secs(20), every, || {
+            consumer.sees(&target).then(|| t0.elapsed())
+        }) {
+            Some(d) => r.change.push(d),
+            None => r.change_missed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    r.change.sort();
+    eprintln!("{name}: change latencies {:?}", r.change);
+    (r.hwm_mib, r.rss_mib) = rss(consumer.pid());
+    for k in 0..changes {
+        consul.deregister("node-000", &format!("new-{tag}-{k}"));
+    }
+    r
+}
+
+fn sdbridge_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SDBRIDGE_BIN") {
+        return p.into();
+    }
+    PathBuf::from(env!("CARGO_BIN_EXE_sdbridge"))
+}
+
+fn vm_bin() -> Option<PathBuf> {
+    if std::env::var("SKIP_VM").as_deref() == Ok("1") {
+        return None;
+    }
+    if let Some(p) = std::env::var_os("VM_BIN") {
+        return Some(p.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|p| p.join("victoria-metrics"))
+        .find(|p| p.is_file())
+}
+
+fn start_sdbridge(bin: &Path, dir: &Path, consul: SocketAddr) -> Sdbridge {
+    let config = dir.join("sdbridge.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "jobs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{}",
+            std::env::var("MAX_CONNECTIONS")
+                .map(|n| format!("        max_connections: {n}\n"))
+                .unwrap_or_default()
+        ),
+    )
+    .expect("write config");
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["--log-format", "json", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sdbridge");
+    Sdbridge {
+        proc: Proc(child),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        etag: None,
+        body: Vec::new(),
+    }
+}
+
+/// `max_dropped` raises `-promscrape.maxDroppedTargets` (default 1000) so
+/// that every discovered target shows up among the dropped ones.
+fn start_vm(bin: &Path, dir: &Path, consul: SocketAddr, max_dropped: usize) -> Victoria {
+    let config = dir.join("vm.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{DROP_ALL}"
+        ),
+    )
+    .expect("write config");
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!("-promscrape.config={}", config.display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.join("vm-data").display()
+        ))
+        .arg("-promscrape.consulSDCheckInterval=1s")
+        .arg(format!("-promscrape.maxDroppedTargets={max_dropped}"))
+        .arg("-loggerLevel=ERROR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start victoria-metrics");
+    Victoria {
+        proc: Proc(child),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn fmt_dur(d: Option<Duration>) -> String {
+    d.map_or("—".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+}
+
+fn rate(r: &Results, per_min: f64) -> String {
+    if r.first_sync.is_some() {
+        format!("{per_min:.0}")
+    } else {
+        "—".into()
+    }
+}
+
+fn row(metric: &str, target: &str, values: &[String]) {
+    println!("| {metric} | {} | {target} |", values.join(" | "));
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // useful either: this bench has no filters.
+    let services = env_usize("SERVICES", 1000);
+    let instances = env_usize("INSTANCES", 10);
+    let changes = env_usize("CHANGES", 10);
+    let window = Duration::from_secs(env_usize("WINDOW_SECS", 30) as u64);
+    let want = services * instances;
+
+    let consul = FakeConsul::start();
+    let t = Instant::now();
+    populate(&consul, services, instances);
+    eprintln!(
+        "fake consul at {} with {services} services x {instances} instances ({:.1} s to build)",
+        consul.addr(),
+        t.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut all: Vec<(&str, Results)> = Vec::new();
+    {
+        consul.reset_stats();
+        let started = Instant::now();
+        let mut bridge = start_sdbridge(&sdbridge_bin(), dir.path(), consul.addr());
+        let r = measure(
+            "sdbridge",
+            &consul,
+            &mut bridge,
+            started,
+            want,
+            1,
+            changes,
+            window,
+        );
+        all.push(("sdbridge", r));
+    }
+    if let Some(vm) = vm_bin() {
+        // Let sdbridge's connections close before counting VM's.
+        std::thread::sleep(Duration::from_secs(1));
+        consul.reset_stats();
+        let started = Instant::now();
+        let mut victoria = start_vm(&vm, dir.path(), consul.addr(), 2 * want + 1000);
+        let r = measure(
+            "victoria-metrics",
+            &consul,
+            &mut victoria,
+            started,
+            want,
+            2,
+            changes,
+            window,
+        );
+        all.push(("VictoriaMetrics 1.79.5 (single node, consul_sd)", r));
+    } else {
+        eprintln!("victoria-metrics not found (or SKIP_VM=1): sdbridge only");
+    }
+
+    println!();
+    println!("{services} services x {instances} instances = {want} targets, fake Consul limit 200 connections per client");
+    println!();
+    let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+    println!("| metric | {} | target |", names.join(" | "));
+    println!("|---|{}---|", "---|".repeat(all.len()));
+    let col = |f: &dyn Fn(&Results) -> String| all.iter().map(|(_, r)| f(r)).collect::<Vec<_>>();
+    row(
+        "time to first full sync",
+        "≤ 5 s",
+        &col(&|r| {
+            r.first_sync
+                .map_or("not within 120 s".to_string(), |d| fmt_dur(Some(d)))
+        }),
+    );
+    row(
+        "requests to Consul during first sync",
+        "",
+        &col(&|r| r.first_sync_requests.to_string()),
+    );
+    row(
+        "change served, median",
+        "≤ 2 s",
+        &col(&|r| fmt_dur(r.change.get(r.change.len() / 2).copied())),
+    );
+    row(
+        "change served, max",
+        "≤ 2 s",
+        &col(&|r| {
+            let max = fmt_dur(r.change.last().copied());
+            if r.change_missed > 0 {
+                format!("{max} ({} missed in 20 s)", r.change_missed)
+            } else {
+                max
+            }
+        }),
+    );
+    row(
+        "RSS peak (VmHWM)",
+        "≤ 64 MB",
+        &col(&|r| format!("{:.1} MiB", r.hwm_mib)),
+    );
+    row(
+        "RSS at end (VmRSS)",
+        "≤ 64 MB",
+        &col(&|r| format!("{:.1} MiB", r.rss_mib)),
+    );
+    row(
+        "peak concurrent connections to Consul",
+        "< 200",
+        &col(&|r| r.peak_conns.to_string()),
+    );
+    row(
+        "connections refused by Consul (429)",
+        "0",
+        &col(&|r| r.rejected.to_string()),
+    );
+    row(
+        &format!("Consul requests/min, idle ({} s window)", window.as_secs()),
+        "",
+        &col(&|r| rate(r, r.idle_per_min)),
+    );
+    row(
+        &format!(
+            "Consul requests/min, one change/s ({} s window)",
+            window.as_secs()
+        ),
+        "",
+        &col(&|r| rate(r, r.churn_per_min)),
+    );
+}
