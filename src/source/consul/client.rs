@@ -176,7 +176,8 @@ pub struct Client {
     config: Arc<ConsulSdConfig>,
     /// The token after the Go client's environment fallback.
     token: Option<Secret>,
-    /// Caps concurrent requests, hence connections, at `max_connections`.
+    /// Caps concurrent requests at `max_connections` (connections can briefly
+    /// exceed it by one or two while the pool recycles one).
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
