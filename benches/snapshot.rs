@@ -28,42 +28,44 @@ const FILES: usize = 1000;
 fn parts(targets: usize, generation: usize) -> Vec<Part> {
     let files = FILES.min(targets);
     (0..files)
-        .map(|f| Part {
-            key: format!("/etc/sd/db-{f:04}.json"),
-            groups: (0..targets / files)
-                .map(|i| {
-                    let n = f * (targets / files) + i;
-                    TargetGroup::new(
-                        [format!(
-                            "127.{}.{}.{}:9104",
-                            n / 65536 % 256,
-                            n / 256 % 256,
-                            n % 256
-                        )],
-                        LabelSet::from([
-                            ("dbms", "MySQL"),
-                            ("service_name", "My서비스"),
-                            (
-                                "db_name",
-                                if i % 3 == 0 {
-                                    "프라이머리"
-                                } else {
-                                    "세컨더리"
-                                },
-                            ),
-                            (
-                                "role",
-                                if generation.is_multiple_of(2) {
-                                    "replica"
-                                } else {
-                                    "primary"
-                                },
-                            ),
-                            ("__meta_filepath", "/etc/sd/db.json"),
-                        ]),
-                    )
-                })
-                .collect(),
+        .map(|f| {
+            Part::new(
+                format!("/etc/sd/db-{f:04}.json"),
+                (0..targets / files)
+                    .map(|i| {
+                        let n = f * (targets / files) + i;
+                        TargetGroup::new(
+                            [format!(
+                                "127.{}.{}.{}:9104",
+                                n / 65536 % 256,
+                                n / 256 % 256,
+                                n % 256
+                            )],
+                            LabelSet::from([
+                                ("dbms", "MySQL"),
+                                ("service_name", "My서비스"),
+                                (
+                                    "db_name",
+                                    if i % 3 == 0 {
+                                        "프라이머리"
+                                    } else {
+                                        "세컨더리"
+                                    },
+                                ),
+                                (
+                                    "role",
+                                    if generation.is_multiple_of(2) {
+                                        "replica"
+                                    } else {
+                                        "primary"
+                                    },
+                                ),
+                                ("__meta_filepath", "/etc/sd/db.json"),
+                            ]),
+                        )
+                    })
+                    .collect(),
+            )
         })
         .collect()
 }

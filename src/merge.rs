@@ -400,10 +400,7 @@ mod tests {
     }
 
     fn part(key: &str, target: &str) -> Part {
-        Part {
-            key: key.to_string(),
-            groups: vec![TargetGroup::new([target], LabelSet::default())],
-        }
+        Part::new(key, vec![TargetGroup::new([target], LabelSet::default())])
     }
 
     fn update(index: usize, change: Change, problem: Option<&str>) -> Update {
@@ -471,10 +468,7 @@ mod tests {
         ));
         m.apply(update(
             1,
-            Change::Patch(vec![Part {
-                key: "/sd/a.json".into(),
-                groups: vec![],
-            }]),
+            Change::Patch(vec![Part::removed("/sd/a.json")]),
             None,
         ));
         m.publish();

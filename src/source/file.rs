@@ -251,10 +251,7 @@ impl Scanner {
             .collect();
         for path in gone {
             self.files.remove(&path);
-            scan.parts.push(Part {
-                key: path,
-                groups: Vec::new(),
-            });
+            scan.parts.push(Part::removed(path));
         }
         for (path, signature) in listing {
             let known = self.files.get(&path);
@@ -273,10 +270,7 @@ impl Scanner {
                 .and_then(|content| parse_file(&path, &content));
             let error = match result {
                 Ok(groups) => {
-                    scan.parts.push(Part {
-                        key: path.clone(),
-                        groups,
-                    });
+                    scan.parts.push(Part::new(path.clone(), groups));
                     None
                 }
                 Err(e) => {
@@ -593,13 +587,7 @@ mod tests {
         // Deleted file: its part is emptied.
         std::fs::remove_file(dir.path().join("sd/a.json")).unwrap();
         let scan = scanner.scan(false);
-        assert_eq!(
-            scan.parts,
-            vec![Part {
-                key: format!("{base}/sd/a.json"),
-                groups: vec![]
-            }]
-        );
+        assert_eq!(scan.parts, vec![Part::removed(format!("{base}/sd/a.json"))]);
     }
 
     #[test]

@@ -82,8 +82,24 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
 pub struct Part {
     /// Stable sort key (the file path for file_sd).
     pub key: String,
-    /// The groups; empty removes the part.
-    pub groups: Vec<TargetGroup>,
+    /// The groups; empty removes the part. Shared, not copied, between a
+    /// source that keeps them (Consul's watcher) and the merger.
+    pub groups: Arc<Vec<TargetGroup>>,
+}
+
+impl Part {
+    /// A part holding `groups`.
+    pub fn new(key: impl Into<String>, groups: Vec<TargetGroup>) -> Part {
+        Part {
+            key: key.into(),
+            groups: Arc::new(groups),
+        }
+    }
+
+    /// The update that removes part `key`.
+    pub fn removed(key: impl Into<String>) -> Part {
+        Part::new(key, Vec::new())
+    }
 }
 
 /// How an update changes a source's parts.

@@ -182,7 +182,7 @@ impl Subscriber {
                     .iter()
                     .map(|(name, groups)| Part {
                         key: name.clone(),
-                        groups: groups.as_ref().clone(),
+                        groups: groups.clone(),
                     })
                     .collect(),
             ),
@@ -195,16 +195,13 @@ impl Subscriber {
                     })
                     .map(|(name, groups)| Part {
                         key: name.clone(),
-                        groups: groups.as_ref().clone(),
+                        groups: groups.clone(),
                     })
                     .collect();
                 parts.extend(
                     sent.keys()
                         .filter(|name| !state.services.contains_key(*name))
-                        .map(|name| Part {
-                            key: name.clone(),
-                            groups: Vec::new(),
-                        }),
+                        .map(Part::removed),
                 );
                 if parts.is_empty() {
                     Change::None
