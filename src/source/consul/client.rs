@@ -1,6 +1,6 @@
 //! A small Consul HTTP client: the query parameters Consul's Go client
 //! (`consul/api`, as Prometheus uses it) sends, blocking-query index rules,
-//! auth headers, TLS, a hard cap on concurrent requests, and metrics.
+//! auth headers, TLS, a cap on concurrent requests, and metrics.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -176,8 +176,9 @@ pub struct Client {
     config: Arc<ConsulSdConfig>,
     /// The token after the Go client's environment fallback.
     token: Option<Secret>,
-    /// Caps concurrent requests at `max_connections` (connections can briefly
-    /// exceed it by one or two while the pool recycles one).
+    /// Caps concurrent requests at `max_connections` (open connections can
+    /// exceed it while the pool races a new connection against an idle one
+    /// being returned; see docs/consul_sd.md).
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
