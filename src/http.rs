@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::Metrics;
-use crate::snapshot::{Rendered, Snapshot};
+use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
 
 /// Most connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -158,84 +158,110 @@ pub fn handle<B>(state: &AppState, req: &Request<B>) -> Response<Full<Bytes>> {
     response
 }
 
+/// What a request path names, resolved once per request.
+enum Target<'a> {
+    All,
+    Job(&'a JobSnapshot),
+    UnknownJob(String),
+    Healthy,
+    Ready,
+    Metrics,
+    Status,
+    NotFound,
+}
+
+impl<'a> Target<'a> {
+    fn of(snapshot: &'a Snapshot, path: &str) -> Target<'a> {
+        match path {
+            "/http_sd" | "/http_sd/" => Target::All,
+            "/-/healthy" => Target::Healthy,
+            "/-/ready" => Target::Ready,
+            "/metrics" => Target::Metrics,
+            "/" => Target::Status,
+            _ => match path.strip_prefix("/http_sd/").map(decode_job) {
+                Some(name) => match snapshot.job(&name) {
+                    Some(job) => Target::Job(job),
+                    None => Target::UnknownJob(name),
+                },
+                None => Target::NotFound,
+            },
+        }
+    }
+
+    /// The `path` label for request metrics, bounded by the config's jobs.
+    fn metric_path(&self) -> String {
+        match self {
+            Target::All => "/http_sd".to_string(),
+            Target::Job(job) => format!("/http_sd/{}", job.name),
+            Target::Healthy => "/-/healthy".to_string(),
+            Target::Ready => "/-/ready".to_string(),
+            Target::Metrics => "/metrics".to_string(),
+            Target::Status => "/".to_string(),
+            Target::UnknownJob(_) | Target::NotFound => "other".to_string(),
+        }
+    }
+}
+
 fn route<B>(
     snapshot: &Snapshot,
     state: &AppState,
     req: &Request<B>,
 ) -> (String, Response<Full<Bytes>>) {
-    let path = req.uri().path();
+    let target = Target::of(snapshot, req.uri().path());
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (metric_path_of(snapshot, path), response);
+        return (target.metric_path(), response);
     }
-    let response = match path {
-        "/http_sd" | "/http_sd/" => {
-            serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
-                "not every job has synced yet".to_string()
-            })
-        }
-        "/-/healthy" => text(
+    let response = match &target {
+        Target::All => serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
+            "not every job has synced yet".to_string()
+        }),
+        Target::Healthy => text(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             "Healthy\n".into(),
         ),
-        "/-/ready" if snapshot.all_ready => text(
+        Target::Ready if snapshot.all_ready => text(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             "Ready\n".into(),
         ),
-        "/-/ready" => text(
+        Target::Ready => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
             "Not ready: some jobs have not synced yet\n".into(),
         ),
-        "/metrics" => text(
+        Target::Metrics => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             state.metrics.encode(snapshot).into(),
         ),
-        "/" => text(
+        Target::Status => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
             crate::status::page(snapshot).into(),
         ),
-        _ => match path.strip_prefix("/http_sd/").map(decode_job) {
-            Some(name) => match snapshot.job(&name) {
-                Some(job) => serve_sd(req.headers(), &job.rendered, job.ready, || {
-                    let waiting: Vec<&str> = job
-                        .sources
-                        .iter()
-                        .filter(|s| !s.synced)
-                        .map(|s| s.name.as_str())
-                        .collect();
-                    format!(
-                        "job {:?} has not synced yet (waiting for {})",
-                        job.name,
-                        waiting.join(", ")
-                    )
-                }),
-                None => error(StatusCode::NOT_FOUND, &format!("unknown job {name:?}")),
-            },
-            None => error(StatusCode::NOT_FOUND, "not found"),
-        },
+        Target::Job(job) => serve_sd(req.headers(), &job.rendered, job.ready, || {
+            let waiting: Vec<&str> = job
+                .sources
+                .iter()
+                .filter(|s| !s.synced)
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                "job {:?} has not synced yet (waiting for {})",
+                job.name,
+                waiting.join(", ")
+            )
+        }),
+        Target::UnknownJob(name) => error(StatusCode::NOT_FOUND, &format!("unknown job {name:?}")),
+        Target::NotFound => error(StatusCode::NOT_FOUND, "not found"),
     };
-    (metric_path_of(snapshot, path), response)
-}
-
-/// The `path` label for request metrics, bounded by the config's jobs.
-fn metric_path_of(snapshot: &Snapshot, path: &str) -> String {
-    match path {
-        "/http_sd" | "/http_sd/" => "/http_sd".to_string(),
-        "/-/healthy" | "/-/ready" | "/metrics" | "/" => path.to_string(),
-        _ => match path.strip_prefix("/http_sd/").map(decode_job) {
-            Some(name) if snapshot.job(&name).is_some() => format!("/http_sd/{name}"),
-            _ => "other".to_string(),
-        },
-    }
+    (target.metric_path(), response)
 }
 
 fn decode_job(segment: &str) -> String {
