@@ -1,8 +1,9 @@
 //! `sdbridge check` and `sdbridge dump`.
 
+use std::path::Path;
 use std::process::Command;
 
-use crate::util::{bin, run_cli, Bridge, Dir};
+use crate::util::{run_cli, Bridge, Dir};
 
 #[test]
 fn check_accepts_the_examples() {
@@ -11,11 +12,8 @@ fn check_accepts_the_examples() {
         "examples/seed-file-sd.yml",
         "examples/consul.yml",
     ] {
-        let out = Command::new(bin())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["check", example])
-            .output()
-            .unwrap();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = run_cli(Some(manifest), ["check", example]);
         assert!(
             out.status.success(),
             "{example}: {}",
@@ -31,7 +29,7 @@ fn check_reports_config_errors_with_position() {
         "bad.yml",
         "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labelz: {}\n",
     );
-    let out = run_cli(None, &["check".as_ref(), config.as_os_str()]);
+    let out = run_cli(None, ["check".as_ref(), config.as_os_str()]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -52,7 +50,7 @@ fn check_reports_invalid_file_sd_files() {
         "c.yml",
         "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.yml]}]\n",
     );
-    let out = run_cli(None, &["check".as_ref(), config.as_os_str()]);
+    let out = run_cli(None, ["check".as_ref(), config.as_os_str()]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -69,11 +67,7 @@ fn check_reports_invalid_file_sd_files() {
 fn dump_prints_what_serve_serves() {
     let manifest = env!("CARGO_MANIFEST_DIR");
     for example in ["examples/seed.yml", "examples/seed-file-sd.yml"] {
-        let out = Command::new(bin())
-            .current_dir(manifest)
-            .args(["dump", "--config", example])
-            .output()
-            .unwrap();
+        let out = run_cli(Some(Path::new(manifest)), ["dump", "--config", example]);
         assert!(
             out.status.success(),
             "{}",
@@ -82,30 +76,23 @@ fn dump_prints_what_serve_serves() {
         let dumped = String::from_utf8(out.stdout).unwrap();
         // Same relative config path, same working directory: same bytes.
         let served = {
-            let bridge = Bridge::start_in(
-                std::path::Path::new(manifest),
-                std::path::Path::new(example),
-            );
+            let bridge = Bridge::start_in(Path::new(manifest), Path::new(example));
             bridge.get("/http_sd").text()
         };
         assert_eq!(dumped.trim_end(), served, "{example}");
         assert_eq!(crate::util::groups(&served).len(), 6);
     }
-    let out = Command::new(bin())
-        .current_dir(manifest)
-        .args(["dump", "--config", "examples/seed.yml", "--job", "nope"])
-        .output()
-        .unwrap();
+    let out = run_cli(
+        Some(Path::new(manifest)),
+        ["dump", "--config", "examples/seed.yml", "--job", "nope"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
 }
 
 #[test]
 fn missing_config_is_a_clear_error() {
-    let out = Command::new(bin())
-        .args(["serve", "--config", "/nonexistent/sdbridge.yml"])
-        .output()
-        .unwrap();
+    let out = run_cli(None, ["serve", "--config", "/nonexistent/sdbridge.yml"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sdbridge.yml: No such file")
@@ -128,7 +115,7 @@ fn dump_gives_up_on_a_source_that_never_syncs() {
     );
     let out = run_cli(
         None,
-        &[
+        [
             "dump".as_ref(),
             "--timeout".as_ref(),
             "1".as_ref(),

@@ -15,7 +15,10 @@ pub fn bin() -> &'static str {
 }
 
 /// Runs `sdbridge ARGS` in `cwd` (or the temp dir) to completion.
-pub fn run_cli(cwd: Option<&Path>, args: &[&std::ffi::OsStr]) -> std::process::Output {
+pub fn run_cli<A: AsRef<std::ffi::OsStr>>(
+    cwd: Option<&Path>,
+    args: impl IntoIterator<Item = A>,
+) -> std::process::Output {
     Command::new(bin())
         .current_dir(
             cwd.map(Path::to_path_buf)
