@@ -23,13 +23,16 @@ use sdbridge::targetgroup::{LabelSet, TargetGroup};
 
 const FILES: usize = 1000;
 
+/// A file_sd file: its path and groups.
+type File = (String, Vec<TargetGroup>);
+
 /// `targets` targets in one-target groups spread over up to 1000 files,
 /// labelled like the DBaaS seed case.
-fn parts(targets: usize, generation: usize) -> Vec<Part> {
+fn files(targets: usize, generation: usize) -> Vec<File> {
     let files = FILES.min(targets);
     (0..files)
         .map(|f| {
-            Part::new(
+            (
                 format!("/etc/sd/db-{f:04}.json"),
                 (0..targets / files)
                     .map(|i| {
@@ -70,6 +73,15 @@ fn parts(targets: usize, generation: usize) -> Vec<Part> {
         .collect()
 }
 
+/// What the file source does with parsed files: serializes each into a
+/// part (measured with the merge, as it is work done per change).
+fn parts(files: &[File]) -> Vec<Part> {
+    files
+        .iter()
+        .map(|(path, groups)| Part::new(path.as_str(), groups))
+        .collect()
+}
+
 fn setup() -> (Merger, Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
     let config = Config::parse(
         "jobs:\n  - job_name: mysql\n    file_sd_configs: [{files: [/etc/sd/*.json]}]\n",
@@ -97,13 +109,13 @@ fn rebuild(c: &mut Criterion) {
     group.sample_size(10);
     for targets in [1_000usize, 100_000] {
         group.throughput(Throughput::Elements(targets as u64));
-        let full = [parts(targets, 0), parts(targets, 1)];
+        let full = [files(targets, 0), files(targets, 1)];
         let (mut merger, snapshot, _) = setup();
         let mut generation = 0;
         group.bench_with_input(BenchmarkId::new("full", targets), &targets, |b, _| {
             b.iter(|| {
                 generation += 1;
-                merger.apply(update(Change::Replace(full[generation % 2].clone())));
+                merger.apply(update(Change::Replace(parts(&full[generation % 2]))));
                 merger.publish();
             })
         });
@@ -117,16 +129,16 @@ fn rebuild(c: &mut Criterion) {
         // One file of many changes: only its fragment is re-serialized,
         // the body is re-concatenated, hashed and gzipped.
         let (mut merger, _, _) = setup();
-        merger.apply(update(Change::Replace(parts(targets, 0))));
+        merger.apply(update(Change::Replace(parts(&files(targets, 0)))));
         merger.publish();
-        let one = [parts(targets, 0), parts(targets, 1)].map(|p| p[0].clone());
+        let one = [files(targets, 0), files(targets, 1)].map(|f| f[..1].to_vec());
         group.bench_with_input(
             BenchmarkId::new("one_file_changed", targets),
             &targets,
             |b, _| {
                 b.iter(|| {
                     generation += 1;
-                    merger.apply(update(Change::Patch(vec![one[generation % 2].clone()])));
+                    merger.apply(update(Change::Patch(parts(&one[generation % 2]))));
                     merger.publish();
                 })
             },
@@ -137,7 +149,7 @@ fn rebuild(c: &mut Criterion) {
 
 fn request(c: &mut Criterion) {
     let (mut merger, snapshot, metrics) = setup();
-    merger.apply(update(Change::Replace(parts(1_000, 0))));
+    merger.apply(update(Change::Replace(parts(&files(1_000, 0)))));
     merger.publish();
     let state = Arc::new(AppState {
         snapshot,

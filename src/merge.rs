@@ -14,30 +14,24 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
 use crate::source::{self, Change, Part, Update};
-use crate::targetgroup::write_fragment;
+use crate::targetgroup::{EscapedJob, Fragment};
 
 /// Most updates applied before one publish, so a burst is coalesced but a
 /// flood cannot starve publishing.
 const MAX_BATCH: usize = 1024;
 
-/// A part as served: its groups as comma-separated JSON objects.
-#[derive(Debug, Clone)]
-struct Fragment {
-    json: Bytes,
-    groups: usize,
-    targets: usize,
-}
-
 #[derive(Debug)]
 struct SourceState {
     status: SourceStatus,
-    /// Parts by key; served in key order.
-    parts: BTreeMap<String, Fragment>,
+    /// Parts by key, as the source serialized them; served in key order.
+    parts: BTreeMap<String, Arc<Fragment>>,
 }
 
 #[derive(Debug)]
 struct JobState {
     name: String,
+    /// The name as spliced into fragments.
+    escaped: EscapedJob,
     sources: Vec<SourceState>,
     rendered: Arc<Rendered>,
     dirty: bool,
@@ -143,6 +137,7 @@ impl Merger {
                     .collect();
                 JobState {
                     name: job.job_name.clone(),
+                    escaped: EscapedJob::new(&job.job_name),
                     sources,
                     rendered: empty.clone(),
                     dirty: true,
@@ -166,7 +161,7 @@ impl Merger {
         merger
     }
 
-    /// Applies one update; changed parts are serialized here, once.
+    /// Applies one update (its parts come serialized by the source).
     pub fn apply(&mut self, update: Update) {
         let Some(job) = self.jobs.get_mut(update.source.job) else {
             return;
@@ -184,9 +179,9 @@ impl Merger {
             Change::None => {}
             Change::Replace(parts) => {
                 source.parts.clear();
-                insert_parts(&mut source.parts, parts, &job_name);
+                insert_parts(&mut source.parts, parts);
             }
-            Change::Patch(parts) => insert_parts(&mut source.parts, parts, &job_name),
+            Change::Patch(parts) => insert_parts(&mut source.parts, parts),
         }
         let status = &mut source.status;
         if changed || status.synced != update.synced || status.problem != update.problem {
@@ -197,8 +192,8 @@ impl Merger {
         if status.problem.is_none() && update.synced {
             status.last_success = Some(SystemTime::now());
         }
-        status.groups = source.parts.values().map(|f| f.groups).sum();
-        status.targets = source.parts.values().map(|f| f.targets).sum();
+        status.groups = source.parts.values().map(|f| f.groups()).sum();
+        status.targets = source.parts.values().map(|f| f.targets()).sum();
         self.metrics.source_state(&labels, status);
     }
 
@@ -211,7 +206,7 @@ impl Merger {
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
-            let rendered = render(fragments, Some(&job.rendered));
+            let rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
             if !Arc::ptr_eq(&rendered, &job.rendered) {
                 fresh.push(rendered.clone());
             }
@@ -258,13 +253,9 @@ impl Merger {
         } else if !same_parts || self.generation == 0 {
             let inner: Vec<Fragment> = parts
                 .iter()
-                .map(|r| Fragment {
-                    json: inner_of(&r.body),
-                    groups: r.groups,
-                    targets: r.targets,
-                })
+                .map(|r| Fragment::verbatim(inner_of(&r.body), r.groups, r.targets))
                 .collect();
-            let all = render(inner.iter(), Some(&self.all));
+            let all = render(inner.iter(), &EscapedJob::default(), Some(&self.all));
             if !Arc::ptr_eq(&all, &self.all) || self.generation == 0 {
                 fresh.push(all.clone());
             }
@@ -325,20 +316,13 @@ impl Merger {
     }
 }
 
-fn insert_parts(parts: &mut BTreeMap<String, Fragment>, new: Vec<Part>, job: &str) {
+fn insert_parts(parts: &mut BTreeMap<String, Arc<Fragment>>, new: Vec<Part>) {
     for part in new {
-        if part.groups.is_empty() {
+        if part.fragment.is_empty() {
             parts.remove(&part.key);
-            continue;
+        } else {
+            parts.insert(part.key, part.fragment);
         }
-        let mut json = Vec::with_capacity(part.groups.len() * 128);
-        write_fragment(&mut json, &part.groups, job);
-        let fragment = Fragment {
-            json: Bytes::from(json),
-            groups: part.groups.len(),
-            targets: part.groups.iter().map(|g| g.targets.len()).sum(),
-        };
-        parts.insert(part.key, fragment);
     }
 }
 
@@ -347,23 +331,25 @@ fn inner_of(body: &Bytes) -> Bytes {
     body.slice(1..body.len().saturating_sub(1).max(1))
 }
 
+/// Concatenates `fragments`, served under `job`, into a JSON array.
 fn render<'a>(
     fragments: impl Iterator<Item = &'a Fragment> + Clone,
+    job: &EscapedJob,
     previous: Option<&Arc<Rendered>>,
 ) -> Arc<Rendered> {
-    let len: usize = fragments.clone().map(|f| f.json.len() + 1).sum();
+    let len: usize = fragments.clone().map(|f| f.len_for(job.len()) + 1).sum();
     let mut body = BytesMut::with_capacity(len + 2);
     body.extend_from_slice(b"[");
     let (mut groups, mut targets) = (0, 0);
     let mut first = true;
-    for fragment in fragments.filter(|f| !f.json.is_empty()) {
+    for fragment in fragments.filter(|f| !f.is_empty()) {
         if !first {
             body.extend_from_slice(b",");
         }
         first = false;
-        body.extend_from_slice(&fragment.json);
-        groups += fragment.groups;
-        targets += fragment.targets;
+        fragment.write_for(&mut body, job);
+        groups += fragment.groups();
+        targets += fragment.targets();
     }
     body.extend_from_slice(b"]");
     Rendered::new(body.freeze(), groups, targets, previous)
@@ -400,7 +386,7 @@ mod tests {
     }
 
     fn part(key: &str, target: &str) -> Part {
-        Part::new(key, vec![TargetGroup::new([target], LabelSet::default())])
+        Part::new(key, &[TargetGroup::new([target], LabelSet::default())])
     }
 
     fn update(index: usize, change: Change, problem: Option<&str>) -> Update {

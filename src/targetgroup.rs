@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::{Bytes, BytesMut};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The label every served group carries so consumers of the merged
 /// `/http_sd` can tell jobs apart.
@@ -133,66 +133,173 @@ impl TargetGroup {
     }
 }
 
-/// A group as served: its own labels plus `__meta_sdbridge_job`, which
-/// replaces any label of that name the input carried.
-pub struct ServedGroup<'a> {
-    /// The group to serve.
-    pub group: &'a TargetGroup,
-    /// The job it is served under.
-    pub job: &'a str,
+/// Target groups serialized once, for any job: comma-separated JSON
+/// objects (no brackets) whose `__meta_sdbridge_job` value is left empty,
+/// with the offsets where a job's name goes. Sources build it; the merger
+/// keeps the same bytes (shared, not copied) and serves them under a job by
+/// copying with the name spliced in, so it never does JSON work and never
+/// holds the parsed groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fragment {
+    /// The JSON, with every job value empty (`"__meta_sdbridge_job":""`).
+    json: Bytes,
+    /// Offsets into `json` where the JSON-escaped job name goes, ascending:
+    /// one per group, or none when the job name is already in `json`.
+    holes: Vec<usize>,
+    /// Groups in `json`.
+    groups: usize,
+    /// Targets in `json`, for metrics and the status page.
+    targets: usize,
 }
 
-impl Serialize for ServedGroup<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(2))?;
-        map.serialize_entry("targets", &self.group.targets)?;
-        map.serialize_entry(
-            "labels",
-            &WithJob {
-                labels: &self.group.labels,
-                job: self.job,
-            },
-        )?;
-        map.end()
-    }
-}
-
-struct WithJob<'a> {
-    labels: &'a LabelSet,
-    job: &'a str,
-}
-
-impl Serialize for WithJob<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        let mut job_written = false;
-        for (name, value) in &self.labels.0 {
-            if !job_written && name.as_str() >= JOB_LABEL {
-                map.serialize_entry(JOB_LABEL, self.job)?;
-                job_written = true;
-                if name == JOB_LABEL {
-                    continue;
-                }
+impl Fragment {
+    /// Serializes `groups`; each group's `__meta_sdbridge_job` replaces any
+    /// label of that name the input carried.
+    pub fn new(groups: &[TargetGroup]) -> Fragment {
+        let mut json = Vec::with_capacity(groups.len() * 160);
+        let mut holes = Vec::with_capacity(groups.len());
+        for (i, group) in groups.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
             }
-            map.serialize_entry(name, value)?;
+            holes.push(write_group(&mut json, group));
         }
-        if !job_written {
-            map.serialize_entry(JOB_LABEL, self.job)?;
+        Fragment {
+            json: Bytes::from(json),
+            holes,
+            groups: groups.len(),
+            targets: groups.iter().map(|g| g.targets.len()).sum(),
         }
-        map.end()
+    }
+
+    /// Groups that are already served under their job (the inside of a
+    /// job's body, for the all-jobs body).
+    pub fn verbatim(json: Bytes, groups: usize, targets: usize) -> Fragment {
+        Fragment {
+            json,
+            holes: Vec::new(),
+            groups,
+            targets,
+        }
+    }
+
+    /// The groups back, parsed (job label empty): for tests.
+    #[cfg(test)]
+    pub fn parse(&self) -> Vec<TargetGroup> {
+        let array = [b"[", &self.json[..], b"]"].concat();
+        serde_json::from_slice(&array).expect("a fragment is valid JSON")
+    }
+
+    /// Number of groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Number of targets over all groups.
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    /// Whether there is no group.
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    /// Length of the fragment served under a job whose escaped name is
+    /// `job_len` bytes long.
+    pub fn len_for(&self, job_len: usize) -> usize {
+        self.json.len() + self.holes.len() * job_len
+    }
+
+    /// Appends the fragment as served under `job` (as made by
+    /// [`escape_job`]).
+    pub fn write_for(&self, out: &mut BytesMut, job: &EscapedJob) {
+        let mut at = 0;
+        for &hole in &self.holes {
+            out.extend_from_slice(&self.json[at..hole]);
+            out.extend_from_slice(&job.0);
+            at = hole;
+        }
+        out.extend_from_slice(&self.json[at..]);
     }
 }
 
-/// Appends `groups` to `out` as comma-separated JSON objects (no brackets),
-/// the unit the merger concatenates into bodies.
-pub fn write_fragment(out: &mut Vec<u8>, groups: &[TargetGroup], job: &str) {
-    for (i, group) in groups.iter().enumerate() {
-        if i > 0 {
+/// A job name as it appears inside a JSON string (without the quotes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EscapedJob(Vec<u8>);
+
+impl EscapedJob {
+    /// Escapes `job` as `serde_json` would.
+    pub fn new(job: &str) -> EscapedJob {
+        let quoted = serde_json::to_vec(job).unwrap_or_default();
+        EscapedJob(
+            quoted
+                .get(1..quoted.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec(),
+        )
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the name is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Writes one group as `serde_json` writes a map in compact form, labels
+/// sorted, with `"__meta_sdbridge_job":""` at its sorted place; returns the
+/// offset between that value's quotes.
+fn write_group(out: &mut Vec<u8>, group: &TargetGroup) -> usize {
+    // Writing strings into a Vec cannot fail.
+    out.extend_from_slice(b"{\"targets\":");
+    let _ = serde_json::to_writer(&mut *out, &group.targets);
+    out.extend_from_slice(b",\"labels\":{");
+    let mut hole = None;
+    let mut first = true;
+    let write_job = |out: &mut Vec<u8>, first: &mut bool| {
+        if !*first {
             out.push(b',');
         }
-        // Serializing strings and maps into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &ServedGroup { group, job });
+        *first = false;
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(JOB_LABEL.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        let at = out.len();
+        out.push(b'"');
+        at
+    };
+    for (name, value) in &group.labels.0 {
+        if hole.is_none() && name.as_str() >= JOB_LABEL {
+            hole = Some(write_job(out, &mut first));
+            if name == JOB_LABEL {
+                continue;
+            }
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
     }
+    let hole = match hole {
+        Some(at) => at,
+        None => write_job(out, &mut first),
+    };
+    out.extend_from_slice(b"}}");
+    hole
+}
+
+/// Appends `groups` served under `job` to `out` as comma-separated JSON
+/// objects (no brackets).
+pub fn write_fragment(out: &mut BytesMut, groups: &[TargetGroup], job: &str) {
+    Fragment::new(groups).write_for(out, &EscapedJob::new(job));
 }
 
 #[cfg(test)]
@@ -219,21 +326,67 @@ mod tests {
                 ("__a", "x"),
             ]),
         );
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         write_fragment(&mut out, &[g.clone(), g], "mysql");
         let one = r#"{"targets":["127.0.0.1:9104"],"labels":{"__a":"x","__meta_sdbridge_job":"mysql","dbms":"MySQL","service_name":"My서비스"}}"#;
-        assert_eq!(String::from_utf8(out).unwrap(), format!("{one},{one}"));
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            format!("{one},{one}")
+        );
     }
 
     #[test]
     fn job_label_from_input_is_replaced_and_empty_labels_still_written() {
         let g = TargetGroup::new(["a"], LabelSet::from([(JOB_LABEL, "spoofed"), ("z", "1")]));
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         write_fragment(&mut out, &[g, TargetGroup::default()], "j");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.to_vec()).unwrap(),
             r#"{"targets":["a"],"labels":{"__meta_sdbridge_job":"j","z":"1"}},{"targets":[],"labels":{"__meta_sdbridge_job":"j"}}"#
         );
+    }
+
+    #[test]
+    fn fragment_splices_any_job_name_at_the_sorted_place() {
+        let groups = [
+            TargetGroup::new(
+                ["127.0.0.1:1", "127.0.0.1:2"],
+                LabelSet::from([("__a", "1"), ("zz", "\"q\"")]),
+            ),
+            TargetGroup::new(
+                ["127.0.0.1:3"],
+                LabelSet::from([(JOB_LABEL, "spoofed"), ("__meta_z", "2")]),
+            ),
+            TargetGroup::default(),
+        ];
+        let fragment = Fragment::new(&groups);
+        assert_eq!((fragment.groups(), fragment.targets()), (3, 3));
+        for job in ["mysql", "a\"b\\c", "서비스 \u{1F600}\n", ""] {
+            let escaped = EscapedJob::new(job);
+            let mut out = BytesMut::new();
+            fragment.write_for(&mut out, &escaped);
+            assert_eq!(out.len(), fragment.len_for(escaped.len()));
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&format!("[{text}]")).unwrap();
+            assert_eq!(
+                parsed,
+                serde_json::json!([
+                    {"targets": ["127.0.0.1:1", "127.0.0.1:2"], "labels": {"__a": "1", JOB_LABEL: job, "zz": "\"q\""}},
+                    {"targets": ["127.0.0.1:3"], "labels": {JOB_LABEL: job, "__meta_z": "2"}},
+                    {"targets": [], "labels": {JOB_LABEL: job}},
+                ]),
+                "{text}"
+            );
+            // Sorted as Go's encoding/json sorts map keys.
+            let first = &text[..text.find('}').unwrap()];
+            assert!(first.find("__a").unwrap() < first.find(JOB_LABEL).unwrap());
+            assert!(first.find(JOB_LABEL).unwrap() < first.find("zz").unwrap());
+        }
+        assert!(Fragment::new(&[]).is_empty());
+        let verbatim = Fragment::verbatim(Bytes::from_static(b"{}"), 1, 0);
+        let mut out = BytesMut::new();
+        verbatim.write_for(&mut out, &EscapedJob::new("ignored"));
+        assert_eq!(&out[..], b"{}");
     }
 
     #[test]

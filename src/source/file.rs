@@ -270,7 +270,7 @@ impl Scanner {
                 .and_then(|content| parse_file(&path, &content));
             let error = match result {
                 Ok(groups) => {
-                    scan.parts.push(Part::new(path.clone(), groups));
+                    scan.parts.push(Part::new(path.clone(), &groups));
                     None
                 }
                 Err(e) => {
@@ -606,7 +606,14 @@ mod tests {
         assert!(scanner.scan(true).new_errors.is_empty());
         std::fs::write(&file, r#"[{"targets":["y"]}]"#).unwrap();
         let scan = scanner.scan(false);
-        assert_eq!(scan.parts[0].groups[0].targets, ["y"]);
+        let labels = LabelSet::from([(FILEPATH_LABEL, file.to_str().unwrap())]);
+        assert_eq!(
+            scan.parts,
+            [Part::new(
+                file.to_str().unwrap(),
+                &[TargetGroup::new(["y"], labels)]
+            )]
+        );
         assert!(scanner.problem().is_none());
     }
 }

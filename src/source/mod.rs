@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConsulSdConfig, FileSdConfig, JobConfig};
 use crate::metrics::Metrics;
-use crate::targetgroup::TargetGroup;
+use crate::targetgroup::{Fragment, TargetGroup};
 
 /// Which source of which job an update comes from: indexes into the
 /// config's job list and into [`sources_of`] for that job.
@@ -77,28 +77,35 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
 }
 
 /// A named slice of a source's groups that is replaced as a whole: one file
-/// for file_sd, the whole list for static. Parts are served in key order.
+/// for file_sd, one service for Consul, the whole list for static. Parts are
+/// served in key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
-    /// Stable sort key (the file path for file_sd).
+    /// Stable sort key (the file path for file_sd, the service for Consul).
     pub key: String,
-    /// The groups; empty removes the part. Shared, not copied, between a
-    /// source that keeps them (Consul's watcher) and the merger.
-    pub groups: Arc<Vec<TargetGroup>>,
+    /// The groups, serialized by the source; empty removes the part.
+    /// Shared, not copied, between a source that keeps it (Consul's
+    /// watcher) and the merger.
+    pub fragment: Arc<Fragment>,
 }
 
 impl Part {
     /// A part holding `groups`.
-    pub fn new(key: impl Into<String>, groups: Vec<TargetGroup>) -> Part {
+    pub fn new(key: impl Into<String>, groups: &[TargetGroup]) -> Part {
+        Part::serialized(key, Arc::new(Fragment::new(groups)))
+    }
+
+    /// A part holding groups already serialized.
+    pub fn serialized(key: impl Into<String>, fragment: Arc<Fragment>) -> Part {
         Part {
             key: key.into(),
-            groups: Arc::new(groups),
+            fragment,
         }
     }
 
     /// The update that removes part `key`.
     pub fn removed(key: impl Into<String>) -> Part {
-        Part::new(key, Vec::new())
+        Part::new(key, &[])
     }
 }
 

@@ -12,7 +12,7 @@ pub const PART_KEY: &str = "static_configs";
 pub fn update(groups: Vec<TargetGroup>, id: SourceId) -> Update {
     Update {
         source: id,
-        change: Change::Replace(vec![Part::new(PART_KEY, groups)]),
+        change: Change::Replace(vec![Part::new(PART_KEY, &groups)]),
         synced: true,
         problem: None,
         errors: Vec::new(),

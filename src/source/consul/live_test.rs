@@ -172,7 +172,7 @@ async fn watcher_syncs_then_patches_only_what_changed() {
     };
     assert_eq!(parts.len(), 1, "db lacks the prod tag: {parts:?}");
     assert_eq!(parts[0].key, "web");
-    let g = &parts[0].groups[0];
+    let g = &parts[0].fragment.parse()[0];
     assert_eq!(g.targets, ["127.0.0.1:9100"]);
     assert_eq!(g.labels.0["__meta_consul_dc"], "dc-test");
     assert_eq!(g.labels.0["__meta_consul_health"], "passing");
@@ -195,10 +195,11 @@ async fn watcher_syncs_then_patches_only_what_changed() {
         unreachable!()
     };
     assert_eq!(parts.len(), 1);
-    let nodes: Vec<&str> = parts[0]
-        .groups
+    let nodes: Vec<String> = parts[0]
+        .fragment
+        .parse()
         .iter()
-        .map(|g| g.labels.0["__meta_consul_node"].as_str())
+        .map(|g| g.labels.0["__meta_consul_node"].clone())
         .collect();
     assert_eq!(nodes, ["n1", "n2"], "ordered by node");
 
@@ -211,7 +212,10 @@ async fn watcher_syncs_then_patches_only_what_changed() {
     let Change::Patch(parts) = &u.change else {
         unreachable!()
     };
-    assert_eq!((parts[0].key.as_str(), parts[0].groups.len()), ("web", 0));
+    assert_eq!(
+        (parts[0].key.as_str(), parts[0].fragment.groups()),
+        ("web", 0)
+    );
     shutdown.cancel();
 
     let log = fake.log();

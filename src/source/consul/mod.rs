@@ -88,7 +88,7 @@ pub use config::ConsulSdConfig;
 
 use super::{Change, Outbox, Part, SourceError, Update};
 use crate::metrics::Metrics;
-use crate::targetgroup::TargetGroup;
+use crate::targetgroup::Fragment;
 
 /// What a watcher publishes after each round.
 #[derive(Debug, Default)]
@@ -97,8 +97,9 @@ pub struct ServicesState {
     pub synced: bool,
     /// The problems the watcher has now, if any.
     pub problem: Option<String>,
-    /// Groups of every served service with at least one instance.
-    pub services: BTreeMap<String, Arc<Vec<TargetGroup>>>,
+    /// Groups of every served service with at least one instance,
+    /// serialized once for every subscriber.
+    pub services: BTreeMap<String, Arc<Fragment>>,
     /// Sequence number of the last error.
     pub error_seq: u64,
     /// The last errors with their sequence numbers, so each subscriber
@@ -151,7 +152,7 @@ fn subscribe(config: &ConsulSdConfig, metrics: Option<Arc<Metrics>>) -> Arc<Shar
 #[derive(Debug, Default)]
 pub struct Subscriber {
     /// The services sent, `None` before the first `Replace`.
-    sent: Option<BTreeMap<String, Arc<Vec<TargetGroup>>>>,
+    sent: Option<BTreeMap<String, Arc<Fragment>>>,
     /// Errors up to this sequence number are already reported.
     seen_errors: u64,
 }
@@ -180,10 +181,7 @@ impl Subscriber {
                 state
                     .services
                     .iter()
-                    .map(|(name, groups)| Part {
-                        key: name.clone(),
-                        groups: groups.clone(),
-                    })
+                    .map(|(name, groups)| Part::serialized(name.clone(), groups.clone()))
                     .collect(),
             ),
             (Some(sent), true) => {
@@ -193,10 +191,7 @@ impl Subscriber {
                     .filter(|(name, groups)| {
                         !sent.get(*name).is_some_and(|g| Arc::ptr_eq(g, groups))
                     })
-                    .map(|(name, groups)| Part {
-                        key: name.clone(),
-                        groups: groups.clone(),
-                    })
+                    .map(|(name, groups)| Part::serialized(name.clone(), groups.clone()))
                     .collect();
                 parts.extend(
                     sent.keys()
@@ -244,10 +239,13 @@ pub async fn run(config: ConsulSdConfig, out: Outbox, shutdown: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targetgroup::LabelSet;
+    use crate::targetgroup::{LabelSet, TargetGroup};
 
-    fn groups(target: &str) -> Arc<Vec<TargetGroup>> {
-        Arc::new(vec![TargetGroup::new([target], LabelSet::default())])
+    fn groups(target: &str) -> Arc<Fragment> {
+        Arc::new(Fragment::new(&[TargetGroup::new(
+            [target],
+            LabelSet::default(),
+        )]))
     }
 
     fn keys(change: &Change) -> Vec<(String, usize)> {
@@ -257,7 +255,7 @@ mod tests {
         };
         parts
             .iter()
-            .map(|p| (p.key.clone(), p.groups.len()))
+            .map(|p| (p.key.clone(), p.fragment.groups()))
             .collect()
     }
 

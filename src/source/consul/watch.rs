@@ -20,7 +20,7 @@ use super::labels::{service_groups, HealthCheck, LabelOptions};
 use super::ServicesState;
 use crate::metrics::Metrics;
 use crate::source::SourceError;
-use crate::targetgroup::TargetGroup;
+use crate::targetgroup::Fragment;
 
 /// Shortest time between two calls of the same blocking watch.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
@@ -315,7 +315,8 @@ struct Watcher {
     touched: VecDeque<u64>,
     /// A catalog index move not explained yet.
     unexplained: Option<Unexplained>,
-    services: BTreeMap<String, Arc<Vec<TargetGroup>>>,
+    /// Served services with at least one instance, serialized.
+    services: BTreeMap<String, Arc<Fragment>>,
     /// Nodes → served services with an instance there.
     nodes: BTreeMap<String, BTreeSet<String>>,
     /// Services whose last refresh failed, retried after `retry_at`.
@@ -469,19 +470,29 @@ impl Watcher {
         if names.is_empty() {
             return self.retry.is_empty();
         }
+        // Labels are built and serialized in the tasks: in parallel, and
+        // only the serialized form is ever held for long.
+        let datacenter: Arc<str> = self.datacenter.as_str().into();
         let mut tasks = JoinSet::new();
         for name in names {
             let client = self.client.clone();
+            let config = self.config.clone();
+            let datacenter = datacenter.clone();
             tasks.spawn(async move {
-                let result = client.health_service(&name).await;
+                let result = client.health_service(&name).await.map(|entries| {
+                    let opts = LabelOptions {
+                        datacenter: &datacenter,
+                        tag_separator: &config.tag_separator,
+                        vm_tag_labels: config.vm_tag_labels,
+                    };
+                    let nodes: BTreeSet<String> =
+                        entries.iter().map(|e| e.node.node.clone()).collect();
+                    let fragment = Fragment::new(&service_groups(&name, &entries, opts));
+                    (fragment, nodes)
+                });
                 (name, result)
             });
         }
-        let opts = LabelOptions {
-            datacenter: &self.datacenter,
-            tag_separator: &self.config.tag_separator,
-            vm_tag_labels: self.config.vm_tag_labels,
-        };
         let mut results = Vec::new();
         loop {
             let next = tokio::select! {
@@ -490,14 +501,7 @@ impl Watcher {
             };
             match next {
                 None => break,
-                Some(Ok((name, result))) => {
-                    let result = result.map(|entries| {
-                        let nodes: BTreeSet<String> =
-                            entries.iter().map(|e| e.node.node.clone()).collect();
-                        (service_groups(&name, &entries, opts), nodes)
-                    });
-                    results.push((name, result));
-                }
+                Some(Ok(result)) => results.push(result),
                 Some(Err(e)) => tracing::error!(error = %e, "consul refresh task failed"),
             }
         }
@@ -505,7 +509,7 @@ impl Watcher {
         let mut retry_after = Duration::ZERO;
         for (name, result) in results {
             match result {
-                Ok((groups, nodes)) => {
+                Ok((fragment, nodes)) => {
                     self.retry.remove(&name);
                     self.problems.remove(&format!("service {name:?}"));
                     for services in self.nodes.values_mut() {
@@ -515,12 +519,10 @@ impl Watcher {
                         self.nodes.entry(node).or_default().insert(name.clone());
                     }
                     self.nodes.retain(|_, s| !s.is_empty());
-                    if groups.is_empty() {
+                    if fragment.is_empty() {
                         self.services.remove(&name);
-                    } else if self.services.get(&name).map(|g| g.as_slice())
-                        != Some(groups.as_slice())
-                    {
-                        self.services.insert(name, Arc::new(groups));
+                    } else if self.services.get(&name).map(|f| &**f) != Some(&fragment) {
+                        self.services.insert(name, Arc::new(fragment));
                     }
                 }
                 Err(e) => {
