@@ -325,6 +325,9 @@ struct Catalog {
     index: u64,
     nodes: BTreeMap<String, NodeRec>,
     services: BTreeMap<(String, String), SvcRec>,
+    /// Service name → keys of `services`, as Consul's state store indexes
+    /// instances by service name (a health query does not scan the catalog).
+    by_name: HashMap<String, BTreeSet<(String, String)>>,
     checks: BTreeMap<(String, String), CheckRec>,
     service_index: HashMap<String, u64>,
     services_table: u64,
@@ -401,7 +404,26 @@ impl Catalog {
     }
 
     fn service_exists(&self, name: &str) -> bool {
-        self.services.values().any(|s| s.inst.service == name)
+        self.by_name.contains_key(name)
+    }
+
+    fn insert_service(&mut self, key: (String, String), rec: SvcRec) {
+        self.by_name
+            .entry(rec.inst.service.clone())
+            .or_default()
+            .insert(key.clone());
+        self.services.insert(key, rec);
+    }
+
+    fn remove_service(&mut self, key: &(String, String)) -> Option<SvcRec> {
+        let rec = self.services.remove(key)?;
+        if let Some(keys) = self.by_name.get_mut(&rec.inst.service) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_name.remove(&rec.inst.service);
+            }
+        }
+        Some(rec)
     }
 
     fn forget_service_if_gone(&mut self, name: &str, idx: u64) {
@@ -445,7 +467,7 @@ impl Catalog {
                 let old_name = old.inst.service.clone();
                 let create = old.create;
                 if old_name != inst.service {
-                    self.services.remove(&key);
+                    self.remove_service(&key);
                     self.forget_service_if_gone(&old_name, idx);
                 }
                 create
@@ -454,7 +476,7 @@ impl Catalog {
         };
         self.service_index.insert(inst.service.clone(), idx);
         self.services_table = idx;
-        self.services.insert(
+        self.insert_service(
             key,
             SvcRec {
                 inst,
@@ -472,7 +494,7 @@ impl Catalog {
         };
         let name = old.inst.service.clone();
         let idx = self.bump();
-        self.services.remove(&key);
+        self.remove_service(&key);
         let before = self.checks.len();
         self.checks
             .retain(|(n, _), c| !(n == node && c.service_id == id));
@@ -522,7 +544,7 @@ impl Catalog {
             .collect();
         let mut names = BTreeSet::new();
         for k in gone {
-            if let Some(s) = self.services.remove(&k) {
+            if let Some(s) = self.remove_service(&k) {
                 names.insert(s.inst.service);
             }
             self.services_table = idx;
@@ -1673,9 +1695,12 @@ fn filter_ok(q: &Query, v: &Value) -> bool {
 
 /// Instances of `name` in scope, ordered by node then service ID.
 fn instances<'a>(c: &'a Catalog, q: &Query, name: &str) -> Vec<(&'a NodeRec, &'a SvcRec)> {
-    c.services
-        .values()
-        .filter(|s| s.inst.service == name && in_scope(&s.inst, q) && tags_ok(&s.inst, q))
+    c.by_name
+        .get(name)
+        .into_iter()
+        .flatten()
+        .filter_map(|key| c.services.get(key))
+        .filter(|s| in_scope(&s.inst, q) && tags_ok(&s.inst, q))
         .filter_map(|s| c.nodes.get(&s.inst.node).map(|n| (n, s)))
         .filter(|(n, _)| meta_ok(&n.node, q))
         .collect()
