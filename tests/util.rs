@@ -95,7 +95,11 @@ impl Bridge {
                 "--config",
             ])
             .arg(config)
-            .env("RUST_LOG", "info")
+            // `SDBRIDGE_TEST_LOG=debug` to see more of the bridge's log.
+            .env(
+                "RUST_LOG",
+                std::env::var("SDBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

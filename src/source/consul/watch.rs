@@ -128,8 +128,7 @@ enum Event {
 }
 
 /// Runs one blocking watch until `stop`: calls `fetch(index)`, reports
-/// answers whose index changed (or that follow an error), backs off on
-/// errors (honouring `Retry-After`).
+/// every answer, backs off on errors (honouring `Retry-After`).
 async fn blocking_loop<T, F, Fut>(
     name: &'static str,
     fetch: F,
@@ -143,7 +142,6 @@ async fn blocking_loop<T, F, Fut>(
     let mut index = 0;
     let mut limit = RateLimit::new();
     let mut backoff = Backoff::default();
-    let mut failed = false;
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -152,16 +150,14 @@ async fn blocking_loop<T, F, Fut>(
         let (event, delay) = match result {
             Ok(answer) => {
                 backoff.reset();
-                let unchanged = answer.index == index && index != 0 && !failed;
-                failed = false;
                 index = next_index(index, answer.index);
-                if unchanged {
-                    continue;
-                }
+                // Reported even when the index did not move (a `wait` that
+                // timed out): the evaluator diffs contents, which also
+                // catches a change hidden behind a reused index (a snapshot
+                // restore followed by as many writes as it rolled back).
                 (wrap(answer.index, answer.body), None)
             }
             Err(e) => {
-                failed = true;
                 let delay = backoff
                     .next_delay()
                     .max(e.retry_after().unwrap_or_default());
@@ -813,6 +809,69 @@ mod tests {
         assert_eq!(d.dirty, set(&["a", "d"]));
         assert_eq!(d.removed, set(&["c"]));
         assert_eq!(catalog_diff(&new, &new), CatalogDiff::default());
+    }
+
+    /// Regression: an answer whose index equals the one sent used to be
+    /// dropped as "the wait timed out", hiding a change made after a
+    /// snapshot restore once the index climbed back to the same number.
+    #[tokio::test]
+    async fn blocking_loop_reports_answers_whose_index_did_not_move() {
+        let answers = Arc::new(std::sync::Mutex::new(VecDeque::from([
+            (5, "before"),
+            (5, "after"),
+            (4, "restored"),
+        ])));
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let (a, s) = (answers.clone(), sent.clone());
+        tokio::spawn(blocking_loop(
+            "health_state",
+            move |index| {
+                s.lock().unwrap().push(index);
+                let next = a.lock().unwrap().pop_front();
+                async move {
+                    match next {
+                        Some((index, node)) => Ok(Answer {
+                            index,
+                            body: vec![check(node, "serfHealth", "", index)],
+                        }),
+                        None => std::future::pending().await,
+                    }
+                }
+            },
+            Event::Health,
+            tx,
+            stop.clone(),
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Event::Health(index, checks))) => {
+                    seen.push((index, checks[0].node.clone()))
+                }
+                other => panic!("{other:?} after {seen:?}"),
+            }
+        }
+        // The call after the last answer (sent after the minimum gap).
+        for _ in 0..100 {
+            if sent.lock().unwrap().len() >= 4 {
+                break;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        assert_eq!(
+            seen,
+            [
+                (5, "before".to_string()),
+                (5, "after".into()),
+                (4, "restored".into())
+            ]
+        );
+        // Blocking on the last index; a fresh read (no index) after it went
+        // backwards.
+        assert_eq!(sent.lock().unwrap()[..4], [0, 5, 5, 0]);
     }
 
     #[test]
