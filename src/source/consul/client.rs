@@ -3,17 +3,22 @@
 //! auth headers, TLS, a cap on concurrent requests, and metrics.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::config::{ConsulSdConfig, Secret};
+use super::transport::{tls_config, Connector, TlsMaterial};
 use crate::metrics::Metrics;
 
 /// `wait` of blocking queries: Prometheus's 2 minutes. Longer waits would
@@ -27,6 +32,10 @@ pub const BLOCKING_TIMEOUT: Duration = Duration::from_secs(120 + 120 / 16 + 15);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Most bytes of an error body kept in messages.
 const MAX_ERROR_BODY: usize = 512;
+/// Redirects followed before giving up (Go's limit).
+const MAX_REDIRECTS: usize = 10;
+/// Time to open a connection (TCP, then TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Go's `url.QueryEscape` set: everything but `A-Za-z0-9-_.~` is escaped
 /// (space then becomes `+`).
@@ -128,57 +137,19 @@ pub fn next_index(previous: u64, returned: u64) -> u64 {
     }
 }
 
-/// Resolves `alias` (the TLS `server_name`) to the addresses of the real
-/// server, so that the certificate is checked against `server_name` while
-/// connecting to `server` (Go's `tls.Config.ServerName`).
-struct AliasResolver {
-    alias: String,
-    real: String,
-}
-
-impl reqwest::dns::Resolve for AliasResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let target = if name.as_str() == self.alias {
-            self.real.clone()
-        } else {
-            name.as_str().to_string()
-        };
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.as_str(), 0))
-                .await?
-                .collect();
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-/// Splits `host:port` (or `[v6]:port`, or a bare host) into host and port.
-fn split_host_port(server: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = server.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            return (host, after.strip_prefix(':'));
-        }
-    }
-    match server.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, Some(port)),
-        _ => (server, None),
-    }
-}
-
 /// The client of one watcher.
 pub struct Client {
-    http: reqwest::Client,
-    /// `scheme://authority` + `path_prefix`.
+    /// hyper-util's pooled client over a connector that holds one of
+    /// `max_connections` slots per open connection.
+    http: HttpClient<Connector, Empty<Bytes>>,
+    /// `scheme://server` + `path_prefix`.
     base: String,
-    /// `Host` header to send when the URL names the TLS `server_name`.
-    host_header: Option<HeaderValue>,
     config: Arc<ConsulSdConfig>,
     /// The token after the Go client's environment fallback.
     token: Option<Secret>,
-    /// Caps concurrent requests at `max_connections` (open connections can
-    /// exceed it while the pool races a new connection against an idle one
-    /// being returned; see docs/consul_sd.md).
+    /// Requests at once, also `max_connections`: a request holding one
+    /// always finds an idle connection or a free connection slot, so it
+    /// never waits inside the pool.
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
@@ -238,21 +209,7 @@ impl Client {
         config: Arc<ConsulSdConfig>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Client, ConsulError> {
-        let setup = |what: &str, e: reqwest::Error| ConsulError::Setup(format!("{what}: {e}"));
         let tls = &config.tls_config;
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .http1_only()
-            .pool_max_idle_per_host(config.max_connections)
-            .pool_idle_timeout(2 * WAIT)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("sdbridge/", env!("CARGO_PKG_VERSION")))
-            .redirect(if config.follow_redirects {
-                reqwest::redirect::Policy::limited(10)
-            } else {
-                reqwest::redirect::Policy::none()
-            })
-            .danger_accept_invalid_certs(tls.insecure_skip_verify);
         let ca = if !tls.ca_file.is_empty() {
             Some(read_file(&tls.ca_file, "CA certificate")?)
         } else if !tls.ca.is_empty() {
@@ -260,20 +217,6 @@ impl Client {
         } else {
             None
         };
-        if let Some(pem) = ca {
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| setup("unable to use specified CA certificate", e))?;
-            if certs.is_empty() {
-                return Err(ConsulError::Setup(
-                    "unable to use specified CA certificate: no certificate found".into(),
-                ));
-            }
-            // As in Go, a configured CA replaces the system roots.
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         let cert = if !tls.cert_file.is_empty() {
             Some(read_file(&tls.cert_file, "client certificate")?)
         } else if !tls.cert.is_empty() {
@@ -281,46 +224,43 @@ impl Client {
         } else {
             None
         };
-        if let Some(mut pem) = cert {
-            let key = if !tls.key_file.is_empty() {
-                read_file(&tls.key_file, "client key")?
-            } else {
-                tls.key.0.as_bytes().to_vec()
-            };
-            pem.push(b'\n');
-            pem.extend_from_slice(&key);
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| setup("unable to use client certificate", e))?;
-            builder = builder.identity(identity);
-        }
-        let (host, port) = split_host_port(&config.server);
-        let mut authority = config.server.clone();
-        let mut host_header = None;
-        if !tls.server_name.is_empty() && tls.server_name != host {
-            builder = builder.dns_resolver(Arc::new(AliasResolver {
-                alias: tls.server_name.clone(),
-                real: host.to_string(),
-            }));
-            authority = match port {
-                Some(p) => format!("{}:{p}", tls.server_name),
-                None => tls.server_name.clone(),
-            };
-            host_header = HeaderValue::from_str(&config.server).ok();
-        }
+        let client = match cert {
+            Some(cert) => {
+                let key = if !tls.key_file.is_empty() {
+                    read_file(&tls.key_file, "client key")?
+                } else {
+                    tls.key.0.as_bytes().to_vec()
+                };
+                Some((cert, key))
+            }
+            None => None,
+        };
+        let server_name = (!tls.server_name.is_empty()).then(|| tls.server_name.clone());
+        let rustls = tls_config(&TlsMaterial {
+            ca,
+            client,
+            server_name: server_name.clone(),
+            insecure_skip_verify: tls.insecure_skip_verify,
+        })
+        .map_err(ConsulError::Setup)?;
+        let connector =
+            Connector::new(config.max_connections, rustls, server_name, CONNECT_TIMEOUT);
+        let http = HttpClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_connections)
+            .pool_idle_timeout(2 * WAIT)
+            .build(connector);
         let prefix = if config.path_prefix.is_empty() || config.path_prefix.starts_with('/') {
             config.path_prefix.clone()
         } else {
             format!("/{}", config.path_prefix)
         };
-        let base = format!("{}://{authority}{prefix}", config.scheme.as_str());
-        let http = builder
-            .build()
-            .map_err(|e| setup("cannot build HTTP client", e))?;
+        let base = format!("{}://{}{prefix}", config.scheme.as_str(), config.server);
+        base.parse::<Uri>()
+            .map_err(|e| ConsulError::Setup(format!("invalid Consul URL {base:?}: {e}")))?;
         let token = config.token.clone().or_else(token_from_env);
         Ok(Client {
             http,
             base,
-            host_header,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
             token,
@@ -452,9 +392,10 @@ impl Client {
             let creds = secret(&a.credentials.0, &a.credentials_file, "credentials file")?;
             h.insert(AUTHORIZATION, value(format!("{} {creds}", a.kind))?);
         }
-        if let Some(host) = &self.host_header {
-            h.insert(reqwest::header::HOST, host.clone());
-        }
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("sdbridge/", env!("CARGO_PKG_VERSION"))),
+        );
         Ok(h)
     }
 
@@ -479,6 +420,10 @@ impl Client {
             None => TIMEOUT,
         };
         let url = format!("{}{path}{}", self.base, encode_query(params));
+        let uri: Uri = url.parse().map_err(|e| ConsulError::Transport {
+            endpoint,
+            message: format!("invalid URL {url:?}: {e}"),
+        })?;
         let headers = self.headers()?;
         // The semaphore is never closed; a closed one would mean shutdown.
         let _permit = self
@@ -491,55 +436,28 @@ impl Client {
             Finished(p)
         });
         let started = Instant::now();
-        let result = self
-            .http
-            .get(&url)
-            .headers(headers)
-            .timeout(timeout)
-            .send()
-            .await;
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let timed_out = e.is_timeout();
-                self.observe(
-                    endpoint,
-                    if timed_out { "timeout" } else { "error" },
-                    started,
-                );
-                return Err(if timed_out {
-                    ConsulError::Timeout { endpoint, timeout }
-                } else {
-                    ConsulError::Transport {
-                        endpoint,
-                        message: error_chain(&e),
-                    }
-                });
+        let result = tokio::time::timeout(timeout, self.exchange(uri, headers)).await;
+        let (status, response_headers, body) = match result {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(message)) => {
+                self.observe(endpoint, "error", started);
+                return Err(ConsulError::Transport { endpoint, message });
+            }
+            Err(_) => {
+                self.observe(endpoint, "timeout", started);
+                return Err(ConsulError::Timeout { endpoint, timeout });
             }
         };
-        let status = response.status().as_u16();
-        let index = response
-            .headers()
+        self.observe(endpoint, status.as_str(), started);
+        let status = status.as_u16();
+        let index = response_headers
             .get("X-Consul-Index")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.parse::<u64>());
-        let retry_after = response
-            .headers()
+        let retry_after = response_headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await;
-        self.observe(endpoint, &status.to_string(), started);
-        let body = body.map_err(|e| {
-            if e.is_timeout() {
-                ConsulError::Timeout { endpoint, timeout }
-            } else {
-                ConsulError::Transport {
-                    endpoint,
-                    message: error_chain(&e),
-                }
-            }
-        })?;
         if status != 200 {
             let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
                 .trim()
@@ -572,6 +490,58 @@ impl Client {
             message: format!("invalid JSON: {e}"),
         })?;
         Ok(Answer { index, body })
+    }
+
+    /// Sends a GET and reads the whole answer, following redirects when
+    /// configured (credentials are not sent to another host).
+    async fn exchange(
+        &self,
+        mut uri: Uri,
+        mut headers: HeaderMap,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        let origin = uri.authority().cloned();
+        let mut redirects = 0;
+        loop {
+            let mut request = Request::get(uri.clone())
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            *request.headers_mut() = headers.clone();
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            if let (true, true, Some(location)) = (
+                self.config.follow_redirects,
+                status.is_redirection(),
+                location,
+            ) {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(format!("stopped after {MAX_REDIRECTS} redirects"));
+                }
+                uri = resolve_location(&uri, &location)
+                    .ok_or_else(|| format!("invalid redirect location {location:?}"))?;
+                if uri.authority() != origin.as_ref() {
+                    headers.remove(AUTHORIZATION);
+                    headers.remove("X-Consul-Token");
+                }
+                continue;
+            }
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| error_chain(&e))?
+                .to_bytes();
+            return Ok((parts.status, parts.headers, body));
+        }
     }
 
     fn observe(&self, endpoint: &str, code: &str, started: Instant) {
@@ -610,6 +580,22 @@ fn escape(s: &str) -> String {
     utf8_percent_encode(s, QUERY)
         .to_string()
         .replace("%20", "+")
+}
+
+/// A redirect's `Location`, absolute or relative to `base`.
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    if location.contains("://") {
+        return location.parse().ok();
+    }
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{dir}/{location}")
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -698,12 +684,16 @@ mod tests {
         assert_eq!(base64(b"u:p"), "dTpw");
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
         assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(
-            split_host_port("127.0.0.1:8500"),
-            ("127.0.0.1", Some("8500"))
-        );
-        assert_eq!(split_host_port("[::1]:8500"), ("::1", Some("8500")));
-        assert_eq!(split_host_port("consul"), ("consul", None));
+        let base: Uri = "http://127.0.0.1:8500/consul/v1/catalog/services?stale="
+            .parse()
+            .unwrap();
+        for (location, want) in [
+            ("https://[::1]:8501/v1/x?a=b", "https://[::1]:8501/v1/x?a=b"),
+            ("/v1/y?index=3", "http://127.0.0.1:8500/v1/y?index=3"),
+            ("z?q", "http://127.0.0.1:8500/consul/v1/catalog/z?q"),
+        ] {
+            assert_eq!(resolve_location(&base, location).unwrap().to_string(), want);
+        }
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("nope"), None);
         assert_eq!(

@@ -1,0 +1,328 @@
+//! How the Consul client reaches Consul: a hyper-util connector that opens
+//! TCP (and TLS, with rustls) connections, each holding one of
+//! `max_connections` slots for as long as it is open.
+//!
+//! Why not a request semaphore over a ready-made client: a pooled client
+//! races a new connection against an idle one being returned, so capping
+//! requests does not cap connections (5 seen with a cap of 4, 43 with 32).
+//! Here a connection cannot exist without a slot, so Consul never sees more
+//! than `max_connections` from one watcher, and the pool reuses them.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// How long a connect may wait for a free slot. A connect that needs one
+/// only waits while a connection is being handed back to the pool (the
+/// pool then serves the request with it); connects the pool started
+/// speculatively give up after this instead of opening idle connections
+/// later.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// TLS material, already read from the config's files or inline values.
+#[derive(Debug, Default, Clone)]
+pub struct TlsMaterial {
+    /// PEM CA bundle; replaces the system roots when set (as in Go).
+    pub ca: Option<Vec<u8>>,
+    /// PEM client certificate chain and its PEM private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to verify the server's certificate against (and send as SNI)
+    /// instead of the host connected to.
+    pub server_name: Option<String>,
+    /// Accept any certificate (signatures are still checked), as Go's
+    /// `InsecureSkipVerify`.
+    pub insecure_skip_verify: bool,
+}
+
+/// Builds the rustls client configuration; errors name what is wrong.
+pub fn tls_config(tls: &TlsMaterial) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert =
+                        cert.map_err(|e| format!("unable to use specified CA certificate: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("unable to use specified CA certificate: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err(
+                        "unable to use specified CA certificate: no certificate found".into(),
+                    );
+                }
+            }
+            None => {
+                // Unreadable system roots only matter for https, where the
+                // handshake then fails with "unknown issuer".
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match &tls.client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("unable to use client certificate: {e}"))?;
+            if chain.is_empty() {
+                return Err("unable to use client certificate: no certificate found".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("unable to use client key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("unable to use client certificate: {e}"))
+        }
+    }
+}
+
+/// `insecure_skip_verify`: any certificate chain and name, but the
+/// handshake signatures are still verified.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Opens connections for hyper-util's pool, at most `slots` at a time.
+#[derive(Clone)]
+pub struct Connector {
+    /// One permit per open connection.
+    slots: Arc<Semaphore>,
+    /// Used for `https` URIs.
+    tls: TlsConnector,
+    /// `tls_config.server_name`, if set.
+    server_name: Option<Arc<str>>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    /// A connector allowing `max_connections` open connections.
+    pub fn new(
+        max_connections: usize,
+        tls: ClientConfig,
+        server_name: Option<String>,
+        connect_timeout: Duration,
+    ) -> Connector {
+        Connector {
+            slots: Arc::new(Semaphore::new(max_connections)),
+            tls: TlsConnector::from(Arc::new(tls)),
+            server_name: server_name.map(Into::into),
+            connect_timeout,
+        }
+    }
+
+    async fn connect(self, uri: Uri) -> io::Result<Conn> {
+        let slot = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "no free connection slot"))?
+            .map_err(|_| io::Error::other("client closed"))?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?;
+        // `[::1]` in a URI is `::1` to connect to.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = tcp.set_nodelay(true);
+        let stream = if https {
+            let name = self.server_name.as_deref().unwrap_or(&host);
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
+        Ok(Conn {
+            io: TokioIo::new(stream),
+            _slot: slot,
+        })
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Conn>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// A plain or TLS connection.
+pub enum Stream {
+    /// `http`.
+    Plain(TcpStream),
+    /// `https`.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An open connection and the slot it holds until it is dropped (closed).
+pub struct Conn {
+    io: TokioIo<Stream>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
