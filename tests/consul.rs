@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::fake_consul::{FakeConsul, Fault, Node, Options, ServiceInstance};
+use crate::fake_consul::{FakeConsul, Fault, Node, Options, ServiceInstance, TlsFiles};
 use crate::util::{groups, poll_until, Bridge, Dir};
 
 /// A config with one job per `(name, consul, extra lines of the
@@ -875,4 +875,104 @@ fn consul_connections_stay_within_max_connections() {
         "peak {} connections after a 50-service refresh, max_connections 4",
         s.peak_connections
     );
+}
+
+// ---------------------------------------------------------------------------
+// 9. TLS
+
+/// A file of `fixtures/tls/` (test-only CA, server and client certificates).
+fn tls_fixture(name: &str) -> String {
+    format!("{}/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fake agent serving HTTPS with a certificate for `consul.test` only,
+/// requiring client certificates signed by the test CA.
+fn tls_consul() -> FakeConsul {
+    let read = |name: &str| std::fs::read(tls_fixture(name)).expect("TLS fixture");
+    let c = FakeConsul::start_with(Options {
+        tls: Some(TlsFiles {
+            cert: read("server.pem"),
+            key: read("server.key"),
+            client_ca: Some(read("ca.pem")),
+        }),
+        ..Options::default()
+    });
+    node_with_serf(&c, "n1");
+    c.register(ServiceInstance::new("n1", "web", 9100).id("web-1"));
+    c.set_check_status("n1", "service:web-1", "passing");
+    c
+}
+
+/// `tls_config` with the given fields (file names are fixture names).
+fn tls_config_line(fields: &[(&str, &str)]) -> String {
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| match *k {
+            "server_name" | "insecure_skip_verify" => format!("{k}: {v}"),
+            _ => format!("{k}: '{}'", tls_fixture(v)),
+        })
+        .collect();
+    format!("tls_config: {{{}}}", fields.join(", "))
+}
+
+#[test]
+fn consul_over_tls_checks_the_certificate_name_and_presents_a_client_certificate() {
+    let c = tls_consul();
+    let dir = Dir::new();
+    let full = tls_config_line(&[
+        ("ca_file", "ca.pem"),
+        ("server_name", "consul.test"),
+        ("cert_file", "client.pem"),
+        ("key_file", "client.key"),
+    ]);
+    let bridge = Bridge::start(&config(&dir, &[("j", &c, &["scheme: https", &full])]));
+    assert_eq!(
+        instances(&bridge.get("/http_sd/j").text()),
+        [("web".into(), "web-1".into(), "passing".into())]
+    );
+    assert_eq!(c.stats().tls_failures, 0);
+}
+
+#[test]
+fn consul_over_tls_refuses_a_certificate_for_another_name() {
+    let c = tls_consul();
+    let dir = Dir::new();
+    // The certificate is for consul.test; 127.0.0.1 is what is dialled.
+    let no_name = tls_config_line(&[
+        ("ca_file", "ca.pem"),
+        ("cert_file", "client.pem"),
+        ("key_file", "client.key"),
+    ]);
+    let bridge = Bridge::start_unready(&config(&dir, &[("j", &c, &["scheme: https", &no_name])]));
+    poll_until(Duration::from_secs(20), "the name mismatch logged", || {
+        bridge.log().contains("not valid for name").then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/j").status, 503);
+    assert_eq!(
+        c.stats().requests,
+        0,
+        "no request over an unverified connection"
+    );
+    // insecure_skip_verify accepts it (as Go's InsecureSkipVerify does).
+    let dir = Dir::new();
+    let insecure = tls_config_line(&[
+        ("insecure_skip_verify", "true"),
+        ("cert_file", "client.pem"),
+        ("key_file", "client.key"),
+    ]);
+    let bridge = Bridge::start(&config(&dir, &[("j", &c, &["scheme: https", &insecure])]));
+    assert_eq!(instances(&bridge.get("/http_sd/j").text()).len(), 1);
+}
+
+#[test]
+fn consul_over_tls_without_the_required_client_certificate_is_refused() {
+    let c = tls_consul();
+    let dir = Dir::new();
+    let no_cert = tls_config_line(&[("ca_file", "ca.pem"), ("server_name", "consul.test")]);
+    let bridge = Bridge::start_unready(&config(&dir, &[("j", &c, &["scheme: https", &no_cert])]));
+    poll_until(Duration::from_secs(20), "a refused handshake", || {
+        (c.stats().tls_failures > 0).then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/j").status, 503);
+    assert_eq!(c.stats().requests, 0);
 }

@@ -129,6 +129,55 @@ pub struct Options {
     /// Encode empty tags/meta/tagged addresses as `null`, as Go does for nil
     /// slices and maps of records registered without them (false).
     pub null_empty_collections: bool,
+    /// Serve HTTPS instead of HTTP (None).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The agent's TLS settings (`tls.https` in Consul's config), as PEM.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: Vec<u8>,
+    /// When set, client certificates signed by this CA are required
+    /// (`verify_incoming`).
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl TlsFiles {
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<_, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_slice(&self.key).expect("server key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca) {
+                    roots.add(cert.expect("client CA")).expect("client CA");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(chain, key)
+            .expect("server TLS config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 impl Default for Options {
@@ -141,6 +190,7 @@ impl Default for Options {
             acl_token: None,
             path_prefix: String::new(),
             null_empty_collections: false,
+            tls: None,
         }
     }
 }
@@ -275,6 +325,8 @@ pub struct Stats {
     /// Blocking queries currently waiting.
     pub blocking_in_flight: usize,
     pub peak_blocking: usize,
+    /// TLS handshakes that failed.
+    pub tls_failures: u64,
 }
 
 /// One request as received.
@@ -352,6 +404,8 @@ struct Shared {
     rejected: AtomicU64,
     blocking: AtomicUsize,
     peak_blocking: AtomicUsize,
+    /// TLS handshakes that failed (bad or missing client certificate...).
+    tls_failures: AtomicU64,
 }
 
 const LOG_LIMIT: usize = 100_000;
@@ -668,6 +722,7 @@ impl FakeConsul {
             rejected: AtomicU64::new(0),
             blocking: AtomicUsize::new(0),
             peak_blocking: AtomicUsize::new(0),
+            tls_failures: AtomicU64::new(0),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake consul");
         std_listener.set_nonblocking(true).expect("nonblocking");
@@ -823,6 +878,7 @@ impl FakeConsul {
             rejected_connections: s.rejected.load(Ordering::SeqCst),
             blocking_in_flight: s.blocking.load(Ordering::SeqCst),
             peak_blocking: s.peak_blocking.load(Ordering::SeqCst),
+            tls_failures: s.tls_failures.load(Ordering::SeqCst),
         }
     }
 
@@ -886,6 +942,7 @@ impl Drop for BlockingGuard {
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let tls = shared.opts.tls.as_ref().map(TlsFiles::acceptor);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -915,12 +972,25 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             ip,
         };
         let sh = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            let failures = sh.clone();
             let svc = hyper::service::service_fn(move |req| handle(sh.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Err(_) => {
+                        failures.tls_failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            }
         });
     }
 }

@@ -326,3 +326,62 @@ impl hyper::rt::Write for Conn {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/fixtures/tls/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("TLS fixture")
+    }
+
+    #[test]
+    fn tls_material_is_checked_when_the_client_is_built() {
+        let good = TlsMaterial {
+            ca: Some(fixture("ca.pem")),
+            client: Some((fixture("client.pem"), fixture("client.key"))),
+            server_name: Some("consul.test".into()),
+            insecure_skip_verify: false,
+        };
+        assert!(tls_config(&good).is_ok());
+        assert!(tls_config(&TlsMaterial::default()).is_ok(), "system roots");
+        let cases = [
+            (
+                TlsMaterial {
+                    ca: Some(b"not a certificate".to_vec()),
+                    ..good.clone()
+                },
+                "unable to use specified CA certificate: no certificate found",
+            ),
+            (
+                TlsMaterial {
+                    client: Some((fixture("client.pem"), b"no key here".to_vec())),
+                    ..good.clone()
+                },
+                "unable to use client key",
+            ),
+            (
+                TlsMaterial {
+                    client: Some((Vec::new(), fixture("client.key"))),
+                    ..good.clone()
+                },
+                "unable to use client certificate: no certificate found",
+            ),
+            (
+                TlsMaterial {
+                    client: Some((fixture("client.pem"), fixture("server.key"))),
+                    ..good
+                },
+                "unable to use client certificate",
+            ),
+        ];
+        for (material, want) in cases {
+            let err = tls_config(&material).expect_err(want);
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+}
