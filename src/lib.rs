@@ -7,9 +7,11 @@
 //! - [`config`]: the YAML config, strict, errors with `file:line:col`.
 //! - [`source`]: one tokio task per source ([`source::file`],
 //!   [`source::static`], [`source::consul`]), each sending full-replacement
-//!   [`source::Update`]s.
-//! - [`merge`]: the one task owning all groups; re-serializes only what
-//!   changed and publishes a [`snapshot::Snapshot`] through `ArcSwap`.
+//!   [`source::Update`]s whose parts it has serialized once, job-free
+//!   ([`targetgroup::Fragment`]).
+//! - [`merge`]: the one task owning all parts; splices job names into the
+//!   changed jobs' bodies (no JSON work) and publishes a
+//!   [`snapshot::Snapshot`] through `ArcSwap`.
 //! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.

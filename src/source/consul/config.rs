@@ -395,9 +395,9 @@ pub struct ConsulSdConfig {
     /// `__meta_consul_tag_<name>` and `__meta_consul_tagpresent_<name>`, so
     /// vmagent relabel rules written for them keep working.
     pub vm_tag_labels: bool,
-    /// sdbridge extra: most concurrent requests (so connections) this
-    /// watcher opens to Consul, counting its two blocking watches. Agents
-    /// refuse more than 200 per client address (429).
+    /// sdbridge extra: most connections this watcher has open to Consul at
+    /// once, counting its two blocking watches. Agents refuse more than 200
+    /// per client address (429).
     pub max_connections: usize,
 }
 

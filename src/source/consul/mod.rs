@@ -32,8 +32,9 @@
 //! when the move arrived (a check change would have woken it), else after
 //! [`watch::EXPLAIN_GRACE`]. Only
 //! the dirty services are then read, non-blocking, from
-//! `/v1/health/service/<name>` (with `tag=`, `health_filter`), at most
-//! `max_connections` requests at once, counting the two watches. When
+//! `/v1/health/service/<name>` (with `tag=`, `health_filter`), over at
+//! most `max_connections` connections, counting the two watches (each
+//! connection holds a slot while open: [`transport`]). When
 //! nothing changes Consul sees two requests every [`client::WAIT`] (2 min,
 //! Prometheus's value); a change is served within about
 //! `DEBOUNCE` + one request.
