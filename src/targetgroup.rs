@@ -164,6 +164,9 @@ impl Fragment {
             }
             holes.push(write_group(&mut json, group));
         }
+        // Kept for as long as the part is served: give back the growth
+        // slack (`Bytes` keeps a `Vec`'s capacity).
+        json.shrink_to_fit();
         Fragment {
             json: Bytes::from(json),
             holes,
@@ -296,15 +299,14 @@ fn write_group(out: &mut Vec<u8>, group: &TargetGroup) -> usize {
     hole
 }
 
-/// Appends `groups` served under `job` to `out` as comma-separated JSON
-/// objects (no brackets).
-pub fn write_fragment(out: &mut BytesMut, groups: &[TargetGroup], job: &str) {
-    Fragment::new(groups).write_for(out, &EscapedJob::new(job));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `groups` as served under `job`: comma-separated JSON objects.
+    fn write_fragment(out: &mut BytesMut, groups: &[TargetGroup], job: &str) {
+        Fragment::new(groups).write_for(out, &EscapedJob::new(job));
+    }
 
     #[test]
     fn label_names_follow_prometheus_2() {
