@@ -174,8 +174,20 @@ fn rss(pid: u32) -> (f64, f64) {
 /// A child process killed on drop.
 struct Proc(Child);
 
+/// Stops the process with SIGTERM (so that wrappers such as valgrind's
+/// massif write their output), then SIGKILL after 10 s.
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -466,14 +466,17 @@ impl Watcher {
         if names.is_empty() {
             return self.retry.is_empty();
         }
-        // Labels are built and serialized in the tasks: in parallel, and
-        // only the serialized form is ever held for long.
+        // Labels are built, serialized and compared with what is served in
+        // the tasks: in parallel, and an unchanged service (most of a full
+        // re-read) is dropped there, so only the serialized form of what
+        // changed is ever held.
         let datacenter: Arc<str> = self.datacenter.as_str().into();
         let mut tasks = JoinSet::new();
         for name in names {
             let client = self.client.clone();
             let config = self.config.clone();
             let datacenter = datacenter.clone();
+            let served = self.services.get(&name).cloned();
             tasks.spawn(async move {
                 let result = client.health_service(&name).await.map(|entries| {
                     let opts = LabelOptions {
@@ -484,7 +487,8 @@ impl Watcher {
                     let nodes: BTreeSet<String> =
                         entries.iter().map(|e| e.node.node.clone()).collect();
                     let fragment = Fragment::new(&service_groups(&name, &entries, opts));
-                    (fragment, nodes)
+                    let changed = served.as_deref() != Some(&fragment);
+                    (changed.then_some(fragment), nodes)
                 });
                 (name, result)
             });
@@ -515,10 +519,14 @@ impl Watcher {
                         self.nodes.entry(node).or_default().insert(name.clone());
                     }
                     self.nodes.retain(|_, s| !s.is_empty());
-                    if fragment.is_empty() {
-                        self.services.remove(&name);
-                    } else if self.services.get(&name).map(|f| &**f) != Some(&fragment) {
-                        self.services.insert(name, Arc::new(fragment));
+                    match fragment {
+                        None => {}
+                        Some(f) if f.is_empty() => {
+                            self.services.remove(&name);
+                        }
+                        Some(f) => {
+                            self.services.insert(name, Arc::new(f));
+                        }
                     }
                 }
                 Err(e) => {
