@@ -41,7 +41,9 @@
 //!
 //! Blocking queries follow Consul's rules: the index is reset to 0 when it
 //! goes backwards, is never below 1 otherwise, and is not sent when 0 (a
-//! fresh read). Each watch waits at least [`watch::MIN_GAP`] between calls
+//! fresh read). Every answer is diffed, even one whose index did not move
+//! (after a snapshot restore the index can climb back to the number held,
+//! with other contents). Each watch waits at least [`watch::MIN_GAP`] between calls
 //! and draws from a token bucket ([`watch::BURST`], [`watch::RATE`]/s), so
 //! a churning catalog degrades to about one call per second per watch.
 //! Errors back off exponentially with jitter ([`watch::BACKOFF_BASE`]
