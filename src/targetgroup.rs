@@ -215,7 +215,7 @@ impl Fragment {
     }
 
     /// Appends the fragment as served under `job` (as made by
-    /// [`escape_job`]).
+    /// [`EscapedJob::new`]).
     pub fn write_for(&self, out: &mut BytesMut, job: &EscapedJob) {
         let mut at = 0;
         for &hole in &self.holes {
