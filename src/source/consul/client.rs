@@ -194,6 +194,15 @@ fn read_file(path: &str, what: &str) -> Result<Vec<u8>, ConsulError> {
         .map_err(|e| ConsulError::Setup(format!("unable to read {what} {path}: {e}")))
 }
 
+/// PEM material from `file` if set, else given `inline`, else none.
+fn pem(file: &str, inline: &str, what: &str) -> Result<Option<Vec<u8>>, ConsulError> {
+    if !file.is_empty() {
+        read_file(file, what).map(Some)
+    } else {
+        Ok((!inline.is_empty()).then(|| inline.as_bytes().to_vec()))
+    }
+}
+
 /// A secret given inline or in a file (read now, trimmed, as Prometheus's
 /// `FileSecret` does on every request).
 fn secret(inline: &str, file: &str, what: &str) -> Result<String, ConsulError> {
@@ -211,27 +220,10 @@ impl Client {
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Client, ConsulError> {
         let tls = &config.tls_config;
-        let ca = if !tls.ca_file.is_empty() {
-            Some(read_file(&tls.ca_file, "CA certificate")?)
-        } else if !tls.ca.is_empty() {
-            Some(tls.ca.as_bytes().to_vec())
-        } else {
-            None
-        };
-        let cert = if !tls.cert_file.is_empty() {
-            Some(read_file(&tls.cert_file, "client certificate")?)
-        } else if !tls.cert.is_empty() {
-            Some(tls.cert.as_bytes().to_vec())
-        } else {
-            None
-        };
-        let client = match cert {
+        let ca = pem(&tls.ca_file, &tls.ca, "CA certificate")?;
+        let client = match pem(&tls.cert_file, &tls.cert, "client certificate")? {
             Some(cert) => {
-                let key = if !tls.key_file.is_empty() {
-                    read_file(&tls.key_file, "client key")?
-                } else {
-                    tls.key.0.as_bytes().to_vec()
-                };
+                let key = pem(&tls.key_file, &tls.key.0, "client key")?.unwrap_or_default();
                 Some((cert, key))
             }
             None => None,
@@ -240,7 +232,6 @@ impl Client {
         let rustls = tls_config(&TlsMaterial {
             ca,
             client,
-            server_name: server_name.clone(),
             insecure_skip_verify: tls.insecure_skip_verify,
         })
         .map_err(ConsulError::Setup)?;

@@ -43,9 +43,6 @@ pub struct TlsMaterial {
     pub ca: Option<Vec<u8>>,
     /// PEM client certificate chain and its PEM private key.
     pub client: Option<(Vec<u8>, Vec<u8>)>,
-    /// Name to verify the server's certificate against (and send as SNI)
-    /// instead of the host connected to.
-    pub server_name: Option<String>,
     /// Accept any certificate (signatures are still checked), as Go's
     /// `InsecureSkipVerify`.
     pub insecure_skip_verify: bool,
@@ -344,7 +341,6 @@ mod tests {
         let good = TlsMaterial {
             ca: Some(fixture("ca.pem")),
             client: Some((fixture("client.pem"), fixture("client.key"))),
-            server_name: Some("consul.test".into()),
             insecure_skip_verify: false,
         };
         assert!(tls_config(&good).is_ok());
