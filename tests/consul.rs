@@ -108,6 +108,13 @@ fn node_with_serf(consul: &FakeConsul, name: &str) {
     consul.set_check_status(name, "serfHealth", "passing");
 }
 
+/// Node `n1` with one instance, `web-1` of `web` on port 9100, passing.
+fn web_1_passing(consul: &FakeConsul) {
+    node_with_serf(consul, "n1");
+    consul.register(ServiceInstance::new("n1", "web", 9100).id("web-1"));
+    consul.set_check_status("n1", "service:web-1", "passing");
+}
+
 // ---------------------------------------------------------------------------
 // 1. Labels
 
@@ -594,9 +601,7 @@ fn consul_many_http_sd_clients_cost_consul_nothing_more() {
 /// clears the fault and waits for the change.
 fn last_good_survives(fault: Fault, error_kind: Option<&str>) {
     let c = FakeConsul::start();
-    node_with_serf(&c, "n1");
-    c.register(ServiceInstance::new("n1", "web", 9100).id("web-1"));
-    c.set_check_status("n1", "service:web-1", "passing");
+    web_1_passing(&c);
     let dir = Dir::new();
     let bridge = Bridge::start(&config(&dir, &[("j", &c, &[])]));
     let good = bridge.get("/http_sd/j");
@@ -716,9 +721,7 @@ fn consul_fault_429_keeps_last_good() {
 #[test]
 fn consul_index_reset_is_handled() {
     let c = FakeConsul::start();
-    node_with_serf(&c, "n1");
-    c.register(ServiceInstance::new("n1", "web", 9100).id("web-1"));
-    c.set_check_status("n1", "service:web-1", "passing");
+    web_1_passing(&c);
     let dir = Dir::new();
     let bridge = Bridge::start(&config(&dir, &[("j", &c, &[])]));
     let good = bridge.get("/http_sd/j");
@@ -897,9 +900,7 @@ fn tls_consul() -> FakeConsul {
         }),
         ..Options::default()
     });
-    node_with_serf(&c, "n1");
-    c.register(ServiceInstance::new("n1", "web", 9100).id("web-1"));
-    c.set_check_status("n1", "service:web-1", "passing");
+    web_1_passing(&c);
     c
 }
 

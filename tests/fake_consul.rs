@@ -1613,6 +1613,19 @@ fn node_json(n: &NodeRec, o: &Options) -> Value {
     })
 }
 
+/// The fields every service record ends with: its namespace and partition
+/// (when it has them) and its Raft indexes.
+fn scope_and_indexes(m: &mut Map<String, Value>, s: &SvcRec) {
+    if let Some(ns) = &s.inst.namespace {
+        m.insert("Namespace".into(), json!(ns));
+    }
+    if let Some(p) = &s.inst.partition {
+        m.insert("Partition".into(), json!(p));
+    }
+    m.insert("CreateIndex".into(), json!(s.create));
+    m.insert("ModifyIndex".into(), json!(s.modify));
+}
+
 fn service_json(s: &SvcRec, o: &Options) -> Value {
     let i = &s.inst;
     let nulls = o.null_empty_collections;
@@ -1637,14 +1650,7 @@ fn service_json(s: &SvcRec, o: &Options) -> Value {
     );
     m.insert("Connect".into(), json!({}));
     m.insert("PeerName".into(), json!(""));
-    if let Some(ns) = &i.namespace {
-        m.insert("Namespace".into(), json!(ns));
-    }
-    if let Some(p) = &i.partition {
-        m.insert("Partition".into(), json!(p));
-    }
-    m.insert("CreateIndex".into(), json!(s.create));
-    m.insert("ModifyIndex".into(), json!(s.modify));
+    scope_and_indexes(&mut m, s);
     Value::Object(m)
 }
 
@@ -1729,14 +1735,7 @@ fn service_node_json(n: &NodeRec, s: &SvcRec, o: &Options) -> Value {
         json!({"Mode": "", "MeshGateway": {}, "Expose": {}}),
     );
     m.insert("ServiceConnect".into(), json!({}));
-    if let Some(ns) = &i.namespace {
-        m.insert("Namespace".into(), json!(ns));
-    }
-    if let Some(p) = &i.partition {
-        m.insert("Partition".into(), json!(p));
-    }
-    m.insert("CreateIndex".into(), json!(s.create));
-    m.insert("ModifyIndex".into(), json!(s.modify));
+    scope_and_indexes(&mut m, s);
     Value::Object(m)
 }
 
