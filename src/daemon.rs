@@ -74,9 +74,16 @@ pub fn start(
     let merger = Merger::replacing(config, publisher.clone(), metrics.clone(), previous);
     tokio::spawn(merger.run(rx));
     for (j, job) in config.jobs.iter().enumerate() {
-        for (index, source_config) in source::sources_of(job).into_iter().enumerate() {
-            let out = Outbox::new(SourceId { job: j, index }, &job.job_name, tx.clone())
-                .with_metrics(metrics.clone());
+        let sources = source::sources_of(job);
+        let names = source::source_names(&sources);
+        for (index, (source_config, name)) in sources.into_iter().zip(&names).enumerate() {
+            let out = Outbox::new(
+                SourceId { job: j, index },
+                &job.job_name,
+                (name, source_config.kind()),
+                tx.clone(),
+            )
+            .with_metrics(metrics.clone());
             tokio::spawn(source::run(source_config, out, shutdown.child_token()));
         }
     }
@@ -90,6 +97,7 @@ pub async fn serve(
     config: Config,
     listen: Option<SocketAddr>,
 ) -> Result<(), RunError> {
+    raise_open_files_limit();
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
@@ -161,6 +169,27 @@ pub async fn serve(
     match result {
         Ok(served) => served.map_err(RunError::Serve),
         Err(e) => Err(RunError::Serve(std::io::Error::other(e))),
+    }
+}
+
+/// Raises the soft open-files limit to the hard one, as Go programs such
+/// as Prometheus do at start: the default soft limit (often 1024) is below
+/// [`http::MAX_CONNECTIONS`] plus the files and watches sources need.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-files limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, soft = ?limit.current, "cannot raise the open-files limit")
+        }
     }
 }
 

@@ -28,6 +28,10 @@ use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
 
 /// Most connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// First pause after a failed `accept` (out of file descriptors).
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause between `accept` retries.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long in-flight requests get to finish on shutdown.
 const GRACE: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait while a job is not synced yet.
@@ -62,6 +66,7 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     tokio::pin!(shutdown);
+    let mut accept_delay: Option<Duration> = None;
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -72,12 +77,26 @@ pub async fn run(
         };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    if accept_delay.is_some() {
+                        tracing::info!("accepting connections again");
+                        accept_delay = None;
+                    }
+                    conn
+                }
                 Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    // Usually EMFILE: the pending connection stays queued,
+                    // so retrying at once would spin. Back off, doubling.
+                    let delay = accept_delay.map_or(ACCEPT_BACKOFF_FIRST, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    if accept_delay != Some(delay) {
+                        tracing::warn!(error = %e, retry_in = ?delay, "accept failed");
+                    }
+                    accept_delay = Some(delay);
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,

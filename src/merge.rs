@@ -2,7 +2,7 @@
 //! source part pre-serialized, re-serializes only parts that changed,
 //! concatenates fragments into job bodies and publishes a new [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -113,26 +113,23 @@ impl Merger {
             .jobs
             .iter()
             .map(|job| {
-                let mut per_kind: HashMap<&str, usize> = HashMap::new();
-                let sources = source::sources_of(job)
+                let configs = source::sources_of(job);
+                let names = source::source_names(&configs);
+                let sources = configs
                     .iter()
-                    .map(|s| {
-                        let n = per_kind.entry(s.kind()).or_default();
-                        let name = format!("{}#{n}", s.kind());
-                        *n += 1;
-                        SourceState {
-                            status: SourceStatus {
-                                kind: s.kind(),
-                                name,
-                                description: s.describe(),
-                                synced: false,
-                                problem: None,
-                                last_success: None,
-                                groups: 0,
-                                targets: 0,
-                            },
-                            parts: BTreeMap::new(),
-                        }
+                    .zip(names)
+                    .map(|(s, name)| SourceState {
+                        status: SourceStatus {
+                            kind: s.kind(),
+                            name,
+                            description: s.describe(),
+                            synced: false,
+                            problem: None,
+                            last_success: None,
+                            groups: 0,
+                            targets: 0,
+                        },
+                        parts: BTreeMap::new(),
                     })
                     .collect();
                 JobState {

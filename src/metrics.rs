@@ -79,6 +79,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     consul_requests: Family<ConsulRequestLabels, Counter>,
     consul_request_seconds: Family<ConsulEndpointLabels, Histogram, fn() -> Histogram>,
+    file_sd_scans: Family<SourceLabels, Counter>,
+    file_sd_reads: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,8 @@ impl Metrics {
             consul_request_seconds: Family::new_with_constructor(
                 consul_duration_histogram as fn() -> Histogram,
             ),
+            file_sd_scans: Family::default(),
+            file_sd_reads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -186,6 +190,16 @@ impl Metrics {
             "Duration of requests to Consul by endpoint (blocking queries last up to their wait time)",
             m.consul_request_seconds.clone(),
         );
+        registry.register(
+            "file_sd_scans",
+            "Rescans of a file_sd source's directory listings (at idle this does not move)",
+            m.file_sd_scans.clone(),
+        );
+        registry.register(
+            "file_sd_reads",
+            "file_sd files read and parsed (only files that changed, and all of them every refresh_interval)",
+            m.file_sd_reads.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -249,6 +263,12 @@ impl Metrics {
     pub fn rebuilt(&self, took: Duration) {
         self.rebuilds.inc();
         self.rebuild_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts one file_sd rescan that read `reads` files.
+    pub fn file_sd_scan(&self, labels: &SourceLabels, reads: u64) {
+        self.file_sd_scans.get_or_create(labels).inc();
+        self.file_sd_reads.get_or_create(labels).inc_by(reads);
     }
 
     /// Counts one HTTP request.

@@ -62,24 +62,6 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The sum of the samples of `name` whose labels contain every `matchers`
-/// substring; `None` when there is no such sample.
-fn metric(bridge: &Bridge, name: &str, matchers: &[&str]) -> Option<f64> {
-    let text = bridge.get("/metrics").text();
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric_name, label_text) = series.split_once('{').unwrap_or((series, ""));
-        if metric_name == name && matchers.iter().all(|m| label_text.contains(m)) {
-            let v: f64 = value.parse().expect("sample value");
-            found = Some(found.unwrap_or(0.0) + v);
-        }
-    }
-    found
-}
-
 /// Waits until both of the bridge's blocking watches are parked in the
 /// fake (so a change wakes them at once, whatever happened before).
 fn wait_armed(consul: &FakeConsul, watches: usize) {
@@ -607,17 +589,10 @@ fn last_good_survives(fault: Fault, error_kind: Option<&str>) {
     let good = bridge.get("/http_sd/j");
     let etag = good.header("etag").expect("etag").to_string();
     assert_eq!(ids(&good.text()), pairs(&[("web", "web-1")]));
-    let up = |b: &Bridge| {
-        metric(
-            b,
-            "sdbridge_source_up",
-            &["job=\"j\"", "kind=\"consul_sd\""],
-        )
-    };
+    let up = |b: &Bridge| b.metric("sdbridge_source_up", &["job=\"j\"", "kind=\"consul_sd\""]);
     assert_eq!(up(&bridge), Some(1.0));
     let errors = |b: &Bridge| {
-        metric(
-            b,
+        b.metric(
             "sdbridge_source_errors_total",
             &["job=\"j\"", "kind=\"consul_sd\""],
         )
@@ -653,12 +628,12 @@ fn last_good_survives(fault: Fault, error_kind: Option<&str>) {
         poll_until(Duration::from_secs(20), "the fault in /metrics", || {
             check_last_good();
             let shown = up(&bridge) == Some(0.0)
-                && metric(
-                    &bridge,
-                    "sdbridge_source_errors_total",
-                    &["job=\"j\"", &format!("error=\"{kind}\"")],
-                )
-                .unwrap_or(0.0)
+                && bridge
+                    .metric(
+                        "sdbridge_source_errors_total",
+                        &["job=\"j\"", &format!("error=\"{kind}\"")],
+                    )
+                    .unwrap_or(0.0)
                     > 0.0;
             shown.then_some(())
         });

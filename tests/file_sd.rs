@@ -1,7 +1,9 @@
 //! file_sd watching against the running binary: every way files change in
 //! real life shows up in the served body, by polling, never fixed sleeps.
 
-use crate::util::{groups, Bridge, Dir};
+use std::time::Duration;
+
+use crate::util::{groups, poll_until, Bridge, Dir, KeepAlive};
 
 const CONFIG: &str =
     "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json, sd/*.yml]\n";
@@ -160,5 +162,144 @@ fn refresh_interval_rereads_everything() {
     dir.write("sd/a.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
     bridge.wait_body("/http_sd/db", "refresh or event", |b| {
         b.contains("127.0.0.2:9100")
+    });
+}
+
+const SOURCE: &[&str] = &["job=\"db\"", "source=\"file_sd#0\""];
+
+fn scans(bridge: &Bridge) -> f64 {
+    bridge
+        .metric("sdbridge_file_sd_scans_total", SOURCE)
+        .unwrap_or(0.0)
+}
+
+/// Issue 7, defect 1: listing a directory is itself an access that inotify
+/// reports; acting on it made every scan schedule the next one, forever.
+/// Counts scans; the idle stretch is a window to count in, not a timing.
+#[test]
+fn idle_means_no_rescans_and_one_change_costs_a_few() {
+    let dir = Dir::new();
+    for i in 0..20 {
+        dir.write(
+            &format!("sd/f{i:02}.json"),
+            &format!(r#"[{{"targets": ["127.0.0.{}:9100"]}}]"#, i + 1),
+        );
+    }
+    let bridge = start(&dir);
+    // The first scan, then one more once the watch is set.
+    poll_until(Duration::from_secs(10), "the first two scans", || {
+        (scans(&bridge) >= 2.0).then_some(())
+    });
+    let settled = scans(&bridge);
+    let reads = bridge.metric("sdbridge_file_sd_reads_total", SOURCE);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(scans(&bridge), settled, "rescans while nothing changed");
+    assert_eq!(
+        bridge.metric("sdbridge_file_sd_reads_total", SOURCE),
+        reads,
+        "re-reads while nothing changed"
+    );
+    dir.replace("sd/f00.json", r#"[{"targets": ["127.0.0.99:9100"]}]"#);
+    bridge.wait_body("/http_sd/db", "the change", |b| {
+        b.contains("127.0.0.99:9100")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let after = scans(&bridge);
+    assert!(
+        (1.0..=3.0).contains(&(after - settled)),
+        "one change cost {} scans",
+        after - settled
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(scans(&bridge), after, "rescans after the change settled");
+}
+
+/// Issue 7, defect 2: a directory deleted and recreated (on ext4 often with
+/// the same inode number) must be watched again, every time.
+#[test]
+fn recreated_directory_is_watched_again() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let bridge = start(&dir);
+    bridge.wait_body("/http_sd/db", "initial", |b| b.contains("127.0.0.1:9100"));
+    for round in 2..5 {
+        // The new directory appears right after the old one is gone, so
+        // the bridge cannot see the gap (`rm -rf sd && mkdir sd` in a
+        // script is almost as quick).
+        let a = format!("127.0.0.{round}:9100");
+        dir.write("sd.next/a.json", &format!(r#"[{{"targets": ["{a}"]}}]"#));
+        std::fs::remove_dir_all(dir.path("sd")).unwrap();
+        std::fs::rename(dir.path("sd.next"), dir.path("sd")).unwrap();
+        bridge.wait_body("/http_sd/db", "file in the recreated directory", |b| {
+            targets(b) == [a.as_str()]
+        });
+        // A file added later proves the new directory itself is watched
+        // (refresh_interval is 5m).
+        let c = format!("127.0.1.{round}:9100");
+        dir.write("sd/c.json", &format!(r#"[{{"targets": ["{c}"]}}]"#));
+        bridge.wait_body(
+            "/http_sd/db",
+            "later file in the recreated directory",
+            |b| targets(b) == [a.as_str(), c.as_str()],
+        );
+    }
+}
+
+/// Issue 7, defect 3: out of file descriptors, a listing fails; that is
+/// not an empty directory. Also checks that the accept loop, out of
+/// descriptors too, backs off instead of spinning.
+#[test]
+fn failed_listing_keeps_groups_and_accept_backs_off() {
+    let Some(prlimit) = crate::util::require_binary("prlimit") else {
+        return;
+    };
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let config = dir.write("sdbridge.yml", CONFIG);
+    let prlimit = prlimit.to_string_lossy().to_string();
+    let bridge = Bridge::start_wrapped(&config, &[&prlimit, "--nofile=64:64"]);
+    let mut conn = KeepAlive::open(bridge.addr);
+    poll_until(Duration::from_secs(10), "initial body", || {
+        conn.get("/http_sd/db")
+            .text()
+            .contains("127.0.0.1:9100")
+            .then_some(())
+    });
+    // Use up every descriptor: some connections are accepted, the rest
+    // wait in the backlog while accept fails with EMFILE.
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(bridge.addr).expect("connect"))
+        .collect();
+    poll_until(Duration::from_secs(10), "accept failing", || {
+        bridge.log().contains("accept failed").then_some(())
+    });
+    let cpu = bridge.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = bridge.cpu_seconds() - cpu;
+    assert!(spent < 1.0, "{spent} CPU seconds in 3 s out of descriptors");
+
+    dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
+    poll_until(Duration::from_secs(10), "listing error logged", || {
+        bridge.log().contains("cannot list").then_some(())
+    });
+    let body = conn.get("/http_sd/db").text();
+    assert!(body.contains("127.0.0.1:9100"), "groups lost: {body}");
+    let metrics = conn.get("/metrics").text();
+    let up = crate::util::metric(&metrics, "sdbridge_source_up", SOURCE);
+    assert_eq!(up, Some(0.0), "{metrics}");
+    let errors = crate::util::metric(
+        &metrics,
+        "sdbridge_source_errors_total",
+        &["error=\"list\""],
+    );
+    assert!(errors >= Some(1.0), "{metrics}");
+
+    // Descriptors back: the retry serves the change and the source is up.
+    drop(held);
+    bridge.wait_body("/http_sd/db", "retry after descriptors are back", |b| {
+        targets(b) == ["127.0.0.1:9100", "127.0.0.2:9100"]
+    });
+    poll_until(Duration::from_secs(10), "source up again", || {
+        (bridge.metric("sdbridge_source_up", SOURCE) == Some(1.0)).then_some(())
     });
 }

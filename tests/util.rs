@@ -83,8 +83,26 @@ impl Bridge {
         bridge
     }
 
+    /// Like [`Bridge::start`], run through `wrapper` (such as `prlimit
+    /// --nofile=64:64`), without waiting for `/-/ready`.
+    pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Bridge {
+        Bridge::spawn_with(&std::env::temp_dir(), config, wrapper)
+    }
+
     fn spawn(cwd: &Path, config: &Path) -> Bridge {
-        let mut child = Command::new(bin())
+        Bridge::spawn_with(cwd, config, &[])
+    }
+
+    fn spawn_with(cwd: &Path, config: &Path, wrapper: &[&str]) -> Bridge {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .current_dir(cwd)
             .args([
                 "--log-format",
@@ -148,6 +166,17 @@ impl Bridge {
         })
     }
 
+    /// The sum of the `/metrics` samples of `name` whose labels contain
+    /// every `matchers` substring; `None` when there is no such sample.
+    pub fn metric(&self, name: &str, matchers: &[&str]) -> Option<f64> {
+        metric(&self.get("/metrics").text(), name, matchers)
+    }
+
+    /// CPU seconds (user + system) the process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
     /// The process ID, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -198,6 +227,98 @@ impl Response {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// The sum of the samples of `name` in the exposition `text` whose labels
+/// contain every `matchers` substring; `None` when there is no such sample.
+pub fn metric(text: &str, name: &str, matchers: &[&str]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric_name, label_text) = series.split_once('{').unwrap_or((series, ""));
+        if metric_name == name && matchers.iter().all(|m| label_text.contains(m)) {
+            let v: f64 = value.parse().expect("sample value");
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+/// CPU seconds (user + system) process `pid` has used, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// One kept-alive HTTP/1.1 connection, for asking a server that cannot
+/// accept new connections (out of file descriptors).
+pub struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    /// Connects and makes sure the server has accepted the connection.
+    pub fn open(addr: SocketAddr) -> KeepAlive {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut conn = KeepAlive {
+            stream: BufReader::new(stream),
+        };
+        assert_eq!(conn.get("/-/healthy").status, 200);
+        conn
+    }
+
+    /// GET `path` on this connection (the answer must have a
+    /// Content-Length, as sdbridge's do).
+    pub fn get(&mut self, path: &str) -> Response {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: sdbridge\r\n\r\n");
+        self.stream
+            .get_mut()
+            .write_all(req.as_bytes())
+            .expect("send");
+        let mut status_line = String::new();
+        self.stream
+            .read_line(&mut status_line)
+            .expect("status line");
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .expect("content-length");
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).expect("body");
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 }
 

@@ -7,13 +7,14 @@ pub mod consul;
 pub mod file;
 pub mod r#static;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConsulSdConfig, FileSdConfig, JobConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceLabels};
 use crate::targetgroup::{Fragment, TargetGroup};
 
 /// Which source of which job an update comes from: indexes into the
@@ -74,6 +75,21 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
             .map(|c| SourceConfig::Consul(Box::new(c))),
     );
     sources
+}
+
+/// Each source's name within its job: its kind and its position among
+/// the job's sources of that kind (`file_sd#0`, `file_sd#1`, `consul_sd#0`).
+pub fn source_names(sources: &[SourceConfig]) -> Vec<String> {
+    let mut per_kind: HashMap<&str, usize> = HashMap::new();
+    sources
+        .iter()
+        .map(|s| {
+            let n = per_kind.entry(s.kind()).or_default();
+            let name = format!("{}#{n}", s.kind());
+            *n += 1;
+            name
+        })
+        .collect()
 }
 
 /// A named slice of a source's groups that is replaced as a whole: one file
@@ -146,13 +162,17 @@ pub struct Update {
     pub errors: Vec<SourceError>,
 }
 
-/// Where a source sends its updates, and who it is (for logs).
+/// Where a source sends its updates, and who it is (for logs and metrics).
 #[derive(Debug, Clone)]
 pub struct Outbox {
     /// The source's identity in the merger.
     pub id: SourceId,
     /// The job's name, for logs.
     pub job: Arc<str>,
+    /// The source's name within the job (`file_sd#0`), its metric label.
+    pub name: Arc<str>,
+    /// The source's mechanism, a metric label.
+    pub kind: &'static str,
     tx: mpsc::Sender<Update>,
     /// Metrics for sources that record their own (Consul requests).
     metrics: Option<Arc<Metrics>>,
@@ -163,13 +183,30 @@ pub struct Outbox {
 pub struct Closed;
 
 impl Outbox {
-    /// An outbox for source `id` of job `job`.
-    pub fn new(id: SourceId, job: &str, tx: mpsc::Sender<Update>) -> Outbox {
+    /// An outbox for source `id`, named `name` (see [`source_names`]), of
+    /// job `job`.
+    pub fn new(
+        id: SourceId,
+        job: &str,
+        (name, kind): (&str, &'static str),
+        tx: mpsc::Sender<Update>,
+    ) -> Outbox {
         Outbox {
             id,
             job: job.into(),
+            name: name.into(),
+            kind,
             tx,
             metrics: None,
+        }
+    }
+
+    /// The source's metric labels.
+    pub fn labels(&self) -> SourceLabels {
+        SourceLabels {
+            job: self.job.to_string(),
+            source: self.name.to_string(),
+            kind: self.kind.to_string(),
         }
     }
 

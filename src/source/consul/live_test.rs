@@ -163,7 +163,12 @@ async fn watcher_syncs_then_patches_only_what_changed() {
     let consul = config.jobs[0].consul_sd_configs[0].clone();
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let out = Outbox::new(SourceId { job: 0, index: 0 }, "j", tx);
+    let out = Outbox::new(
+        SourceId { job: 0, index: 0 },
+        "j",
+        ("consul_sd#0", "consul_sd"),
+        tx,
+    );
     tokio::spawn(super::run(consul, out, shutdown.clone()));
 
     let u = next(&mut rx, "first sync", |u| u.synced).await;

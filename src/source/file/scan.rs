@@ -1,0 +1,480 @@
+//! Listing the patterns' directories and re-reading what changed.
+//!
+//! A file is re-read only when its (device, inode, size, mtime, ctime)
+//! changed, so a rescan of an idle tree costs one `getdents` per directory
+//! and one `stat` per file. A listing or a read that fails is never taken
+//! for "no files": the files it would have listed keep their groups, the
+//! error is reported, and [`Scanner::needs_retry`] asks for another look.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::parse::{parse_file, FileError};
+use crate::gopath;
+use crate::source::Part;
+
+/// One `files` entry, split the way Go's `filepath.Glob` splits it.
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// Directory to list (Go's `cleanGlobPath` of the directory part).
+    dir: String,
+    /// Glob for the file name; `None` for a pattern without metacharacters,
+    /// which Go returns verbatim if it exists.
+    name: Option<String>,
+    /// The whole pattern, for literal ones.
+    raw: String,
+}
+
+impl Pattern {
+    fn new(raw: &str) -> Pattern {
+        let (dir, name) = gopath::split(raw);
+        let dir = match dir {
+            "" => ".".to_string(),
+            "/" => "/".to_string(),
+            d => d[..d.len() - 1].to_string(),
+        };
+        Pattern {
+            dir,
+            name: gopath::has_meta(name).then(|| name.to_string()),
+            raw: raw.to_string(),
+        }
+    }
+}
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    /// A FIFO, socket or device: never opened (reading a FIFO blocks).
+    regular: bool,
+}
+
+impl Signature {
+    fn of(meta: &std::fs::Metadata) -> Signature {
+        Signature {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            regular: meta.is_file(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FileState {
+    /// `None` when the file is listed but could not be stat'ed (a dangling
+    /// symlink, often mid-swap).
+    signature: Option<Signature>,
+    /// The directory (or literal pattern) that listed it: while that
+    /// listing fails, the file keeps its groups.
+    origin: String,
+    /// The current problem with the file; its previous groups are served.
+    error: Option<FileError>,
+}
+
+/// What the patterns match now.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Matched paths, with where they were listed from.
+    found: BTreeMap<String, (Option<Signature>, String)>,
+    /// Directories (or literal paths) whose listing failed, with why.
+    failed: BTreeMap<String, FileError>,
+}
+
+/// The result of one scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Files whose groups changed (empty groups: removed).
+    pub parts: Vec<Part>,
+    /// Errors found in this scan (each is reported once, when it first
+    /// appears or changes).
+    pub new_errors: Vec<FileError>,
+    /// Files read (for `sdbridge_file_sd_reads_total`).
+    pub reads: u64,
+}
+
+/// Directory-listing state of one file_sd config.
+#[derive(Debug)]
+pub struct Scanner {
+    patterns: Vec<Pattern>,
+    files: BTreeMap<String, FileState>,
+    /// Listings that failed in the last scan.
+    failed: BTreeMap<String, FileError>,
+}
+
+fn list_error(path: &str, e: &std::io::Error) -> FileError {
+    FileError {
+        path: path.to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot list: {e}"),
+        kind: "list",
+    }
+}
+
+/// Errors that mean "nothing is there" rather than "could not look".
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+impl Scanner {
+    /// A scanner for resolved patterns (see [`crate::config::Config::parse`]).
+    pub fn new(files: &[String]) -> Scanner {
+        Scanner {
+            patterns: files.iter().map(|f| Pattern::new(f)).collect(),
+            files: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        }
+    }
+
+    /// The paths the patterns match now, like Prometheus's `listFiles`
+    /// (Go's `filepath.Glob`), but keeping failures apart from absence.
+    fn list(&self) -> Listing {
+        let mut listing = Listing::default();
+        let mut names_of: BTreeMap<&str, Option<Vec<String>>> = BTreeMap::new();
+        for pattern in &self.patterns {
+            let Some(glob) = &pattern.name else {
+                // Go's Glob returns a literal pattern if `Lstat` finds it,
+                // so a dangling symlink is listed (and fails to read,
+                // keeping its groups), as in Prometheus.
+                match std::fs::symlink_metadata(&pattern.raw) {
+                    Ok(meta) => {
+                        let meta = if meta.file_type().is_symlink() {
+                            std::fs::metadata(&pattern.raw).ok()
+                        } else {
+                            Some(meta)
+                        };
+                        if !meta.as_ref().is_some_and(|m| m.is_dir()) {
+                            let signature = meta.as_ref().map(Signature::of);
+                            listing
+                                .found
+                                .insert(pattern.raw.clone(), (signature, pattern.raw.clone()));
+                        }
+                    }
+                    Err(e) if is_absent(&e) => {}
+                    Err(e) => {
+                        listing
+                            .failed
+                            .insert(pattern.raw.clone(), list_error(&pattern.raw, &e));
+                    }
+                }
+                continue;
+            };
+            let names =
+                names_of
+                    .entry(&pattern.dir)
+                    .or_insert_with(|| match read_names(&pattern.dir) {
+                        Ok(names) => Some(names),
+                        Err(e) if is_absent(&e) => Some(Vec::new()),
+                        Err(e) => {
+                            listing
+                                .failed
+                                .insert(pattern.dir.clone(), list_error(&pattern.dir, &e));
+                            None
+                        }
+                    });
+            for name in names.iter().flatten() {
+                if gopath::glob_match(glob, name) != Ok(true) {
+                    continue;
+                }
+                let path = gopath::join(&pattern.dir, name);
+                let signature = match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => continue,
+                    Ok(meta) => Some(Signature::of(&meta)),
+                    // Deleted since the listing: gone.
+                    Err(e) if e.kind() == ErrorKind::NotFound && !is_symlink(&path) => continue,
+                    // Listed but not stat-able: a dangling symlink, often
+                    // mid-swap. Treated as unreadable, not as deleted.
+                    Err(_) => None,
+                };
+                listing
+                    .found
+                    .entry(path)
+                    .or_insert((signature, pattern.dir.clone()));
+            }
+        }
+        listing
+    }
+
+    /// Rescans; with `reread_all`, re-reads every file even if unchanged.
+    /// Files whose last read failed are always read again.
+    pub fn scan(&mut self, reread_all: bool) -> Scan {
+        let mut scan = Scan::default();
+        let listing = self.list();
+        for (origin, error) in &listing.failed {
+            if self.failed.get(origin) != Some(error) {
+                scan.new_errors.push(error.clone());
+            }
+        }
+        self.failed = listing.failed;
+        let gone: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(path, f)| {
+                !listing.found.contains_key(*path) && !self.failed.contains_key(&f.origin)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            self.files.remove(&path);
+            scan.parts.push(Part::removed(path));
+        }
+        for (path, (signature, origin)) in listing.found {
+            let known = self.files.get(&path);
+            let unchanged = known.is_some_and(|f| {
+                f.signature == signature
+                    && signature.is_some()
+                    && f.error.as_ref().is_none_or(|e| e.kind == "parse")
+            });
+            if unchanged && !reread_all {
+                continue;
+            }
+            scan.reads += 1;
+            let result = read(&path, signature).and_then(|content| parse_file(&path, &content));
+            let error = match result {
+                Ok(groups) => {
+                    scan.parts.push(Part::new(path.clone(), &groups));
+                    None
+                }
+                Err(e) => {
+                    if known.and_then(|f| f.error.as_ref()) != Some(&e) {
+                        scan.new_errors.push(e.clone());
+                    }
+                    Some(e)
+                }
+            };
+            self.files.insert(
+                path,
+                FileState {
+                    signature,
+                    origin,
+                    error,
+                },
+            );
+        }
+        scan
+    }
+
+    /// Whether the last scan met errors that may go away by themselves (a
+    /// failed listing, an unreadable file), so the caller should look again
+    /// soon rather than wait for an event.
+    pub fn needs_retry(&self) -> bool {
+        !self.failed.is_empty()
+            || self
+                .files
+                .values()
+                .any(|f| f.error.as_ref().is_some_and(|e| e.kind != "parse"))
+    }
+
+    /// Problems of listings and files that currently cannot be used, one
+    /// per line.
+    pub fn problem(&self) -> Option<String> {
+        let errors: Vec<String> = self
+            .failed
+            .values()
+            .chain(self.files.values().filter_map(|f| f.error.as_ref()))
+            .map(ToString::to_string)
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("\n"))
+    }
+
+    /// Directories to watch: each pattern's directory, or its nearest
+    /// existing ancestor while it does not exist.
+    pub fn watch_dirs(&self) -> BTreeSet<PathBuf> {
+        self.patterns
+            .iter()
+            .filter_map(|p| {
+                Path::new(&p.dir)
+                    .ancestors()
+                    .find(|a| a.as_os_str().is_empty() || a.is_dir())
+                    .map(|a| {
+                        if a.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            a.to_path_buf()
+                        }
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The names in `dir`; any error while listing fails the whole listing
+/// (a partial listing would remove the files it missed).
+fn read_names(dir: &str) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+fn is_symlink(path: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Reads a listed file; special files are refused without opening them.
+fn read(path: &str, signature: Option<Signature>) -> Result<Vec<u8>, FileError> {
+    let error = |message: String| FileError {
+        path: path.to_string(),
+        line: 0,
+        column: 0,
+        message,
+        kind: "read",
+    };
+    if signature.is_some_and(|s| !s.regular) {
+        return Err(error("not a regular file".to_string()));
+    }
+    std::fs::read(path).map_err(|e| error(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::FILEPATH_LABEL;
+    use crate::targetgroup::{LabelSet, TargetGroup};
+
+    #[test]
+    fn scanner_forms_paths_like_go_glob() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_str().unwrap();
+        std::fs::create_dir(dir.path().join("sd")).unwrap();
+        std::fs::create_dir(dir.path().join("sd/dir.json")).unwrap();
+        std::fs::write(dir.path().join("sd/b.json"), "[]").unwrap();
+        std::fs::write(dir.path().join("sd/a.json"), r#"[{"targets":["x"]}]"#).unwrap();
+        std::fs::write(dir.path().join("sd/c.yml"), "- targets: [y]\n").unwrap();
+        std::fs::write(dir.path().join("sd/lit.yaml"), "- targets: [z]\n").unwrap();
+        let patterns = [
+            format!("{base}/./sd/*.json"),
+            format!("{base}/sd/*.yml"),
+            format!("{base}//sd/lit.yaml"),
+        ];
+        let mut scanner = Scanner::new(&patterns);
+        let scan = scanner.scan(true);
+        let keys: Vec<&str> = scan.parts.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                format!("{base}//sd/lit.yaml"),
+                format!("{base}/sd/a.json"),
+                format!("{base}/sd/b.json"),
+                format!("{base}/sd/c.yml"),
+            ]
+        );
+        // Nothing changed: nothing re-read.
+        assert!(scanner.scan(false).parts.is_empty());
+        // Deleted file: its part is emptied.
+        std::fs::remove_file(dir.path().join("sd/a.json")).unwrap();
+        let scan = scanner.scan(false);
+        assert_eq!(scan.parts, vec![Part::removed(format!("{base}/sd/a.json"))]);
+    }
+
+    #[test]
+    fn invalid_file_keeps_previous_groups_and_reports_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.json");
+        std::fs::write(&file, r#"[{"targets":["x"]}]"#).unwrap();
+        let mut scanner = Scanner::new(&[format!("{}/*.json", dir.path().display())]);
+        assert_eq!(scanner.scan(true).parts.len(), 1);
+        std::fs::write(&file, r#"[{"targets":["x"],}]"#).unwrap();
+        let scan = scanner.scan(false);
+        assert!(scan.parts.is_empty(), "no part change for an invalid file");
+        assert_eq!(scan.new_errors.len(), 1);
+        assert!(scanner.problem().is_some());
+        // A refresh re-reads it and finds the same error: not reported again.
+        assert!(scanner.scan(true).new_errors.is_empty());
+        std::fs::write(&file, r#"[{"targets":["y"]}]"#).unwrap();
+        let scan = scanner.scan(false);
+        let labels = LabelSet::from([(FILEPATH_LABEL, file.to_str().unwrap())]);
+        assert_eq!(
+            scan.parts,
+            [Part::new(
+                file.to_str().unwrap(),
+                &[TargetGroup::new(["y"], labels)]
+            )]
+        );
+        assert!(scanner.problem().is_none());
+    }
+
+    /// Issue 7, defect 3: a listing that fails (here ELOOP; in the field
+    /// EMFILE) is not an empty directory.
+    #[test]
+    fn failed_listing_keeps_groups_and_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("sd");
+        std::fs::create_dir(&sd).unwrap();
+        std::fs::write(sd.join("a.json"), r#"[{"targets":["x"]}]"#).unwrap();
+        let mut scanner = Scanner::new(&[format!("{}/*.json", sd.display())]);
+        assert_eq!(scanner.scan(true).parts.len(), 1);
+        std::fs::rename(&sd, dir.path().join("sd.old")).unwrap();
+        std::os::unix::fs::symlink("sd", &sd).unwrap();
+        let scan = scanner.scan(false);
+        assert!(scan.parts.is_empty(), "groups kept: {:?}", scan.parts);
+        assert_eq!(scan.new_errors.len(), 1);
+        assert_eq!(scan.new_errors[0].kind, "list");
+        assert!(scanner.needs_retry());
+        assert!(scanner.problem().unwrap().contains("cannot list"));
+        // Reported once, however often it is retried.
+        assert!(scanner.scan(false).new_errors.is_empty());
+        // The directory comes back: up again, nothing re-read needlessly.
+        std::fs::remove_file(&sd).unwrap();
+        std::fs::rename(dir.path().join("sd.old"), &sd).unwrap();
+        let scan = scanner.scan(false);
+        assert!(scan.parts.is_empty() && scan.reads == 0, "{scan:?}");
+        assert!(!scanner.needs_retry() && scanner.problem().is_none());
+        // A directory that is really gone removes its files' groups.
+        std::fs::remove_dir_all(&sd).unwrap();
+        assert_eq!(scanner.scan(false).parts.len(), 1);
+    }
+
+    /// Issue 7, defect 4: Prometheus `Lstat`s literal patterns, so a
+    /// dangling literal symlink is a read error that keeps its groups.
+    #[test]
+    fn dangling_literal_symlink_keeps_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real.json"), r#"[{"targets":["x"]}]"#).unwrap();
+        let lit = dir.path().join("lit.json");
+        std::os::unix::fs::symlink("real.json", &lit).unwrap();
+        let mut scanner = Scanner::new(&[lit.to_str().unwrap().to_string()]);
+        assert_eq!(scanner.scan(true).parts.len(), 1);
+        std::fs::remove_file(dir.path().join("real.json")).unwrap();
+        let scan = scanner.scan(false);
+        assert!(scan.parts.is_empty(), "groups kept: {:?}", scan.parts);
+        assert_eq!(scan.new_errors[0].kind, "read");
+        // Removing the symlink itself removes the groups.
+        std::fs::remove_file(&lit).unwrap();
+        assert_eq!(
+            scanner.scan(false).parts,
+            [Part::removed(lit.to_str().unwrap())]
+        );
+    }
+
+    /// A FIFO matched by a glob would block a reader forever: refused
+    /// without being opened.
+    #[test]
+    fn fifo_is_refused_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: mkfifo not available");
+            return;
+        }
+        let mut scanner = Scanner::new(&[format!("{}/*.json", dir.path().display())]);
+        let scan = scanner.scan(true);
+        assert!(scan.parts.is_empty());
+        assert!(scan.new_errors[0]
+            .to_string()
+            .contains("not a regular file"));
+    }
+}

@@ -1,0 +1,265 @@
+//! Directory watches that wake a rescan only for events that can change
+//! what is served, and that follow the kernel when it ends a watch.
+//!
+//! The kernel reports opening and reading a watched directory or its files
+//! (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and `notify` passes those on.
+//! sdbridge's own listing and reading produce them, so acting on them makes
+//! every scan schedule the next one. They are dropped here.
+//!
+//! A watch ends when its directory is deleted or moved away (`DELETE_SELF`,
+//! `MOVE_SELF`; a recreated directory often gets the old inode number, so
+//! comparing identities cannot tell), and events may be lost when the
+//! kernel's queue overflows. Either way the watch is set again on the next
+//! [`Watches::sync`].
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+/// What the watcher tells the scanning loop. Written by `notify`'s thread.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Woken by every event that can change what is served.
+    pub wake: Notify,
+    /// Set by an event that completes a change (a close after writing, a
+    /// move into the directory, a delete): no need to wait for quiet.
+    urgent: AtomicBool,
+    /// Set when events may have been lost (queue overflow, watcher error):
+    /// every watch is set again.
+    lost: AtomicBool,
+    /// The directories watched, so the callback can tell when one ends.
+    watched: Mutex<BTreeSet<PathBuf>>,
+    /// Watched directories the kernel stopped watching.
+    ended: Mutex<Vec<PathBuf>>,
+}
+
+/// How an event bears on what is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relevance {
+    /// Opening, reading, closing without writing: never a change.
+    Ignore,
+    /// Part of a change that may still be going on (a create, a write).
+    Change,
+    /// A change that is complete once seen.
+    Complete,
+}
+
+fn relevance(kind: &EventKind) -> Relevance {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Relevance::Complete,
+        EventKind::Access(_) => Relevance::Ignore,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        | EventKind::Remove(_) => Relevance::Complete,
+        _ => Relevance::Change,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Events {
+    fn handle(&self, event: notify::Result<Event>) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher error; watching again");
+                self.lost.store(true, Ordering::Relaxed);
+                self.wake.notify_one();
+                return;
+            }
+        };
+        if event.need_rescan() {
+            self.lost.store(true, Ordering::Relaxed);
+            self.urgent.store(true, Ordering::Relaxed);
+            self.wake.notify_one();
+            return;
+        }
+        let relevance = relevance(&event.kind);
+        if relevance == Relevance::Ignore {
+            return;
+        }
+        if matches!(
+            event.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+        ) {
+            let watched = lock(&self.watched);
+            let ended: Vec<PathBuf> = event
+                .paths
+                .iter()
+                .filter(|p| watched.contains(*p))
+                .cloned()
+                .collect();
+            drop(watched);
+            lock(&self.ended).extend(ended);
+        }
+        if relevance == Relevance::Complete {
+            self.urgent.store(true, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes the "a change is complete" flag.
+    pub fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The watches currently set.
+pub struct Watches {
+    watcher: Option<notify::RecommendedWatcher>,
+    events: Arc<Events>,
+    set: BTreeSet<PathBuf>,
+}
+
+impl Watches {
+    /// A watcher reporting to `events`; without one (logged), only
+    /// `refresh_interval` finds changes.
+    pub fn new(events: Arc<Events>) -> Watches {
+        let sink = events.clone();
+        let watcher = notify::recommended_watcher(move |e| sink.handle(e));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create file watcher; relying on refresh_interval");
+                None
+            }
+        };
+        Watches {
+            watcher,
+            events,
+            set: BTreeSet::new(),
+        }
+    }
+
+    /// Makes the watch set equal to `wanted`, setting again every watch the
+    /// kernel ended. Returns whether a watch was added (the caller rescans,
+    /// to catch changes made before it existed). Blocking: it stats.
+    pub fn sync(&mut self, wanted: BTreeSet<PathBuf>) -> bool {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return false;
+        };
+        let mut ended = std::mem::take(&mut *lock(&self.events.ended));
+        if self.events.lost.swap(false, Ordering::Relaxed) {
+            ended.extend(self.set.iter().cloned());
+        }
+        for dir in ended {
+            if self.set.remove(&dir) {
+                // notify forgets a deleted directory itself; a moved one
+                // it would keep watching under the old name.
+                let _ = watcher.unwatch(&dir);
+            }
+        }
+        let unwanted: Vec<PathBuf> = self.set.difference(&wanted).cloned().collect();
+        for dir in unwanted {
+            self.set.remove(&dir);
+            let _ = watcher.unwatch(&dir);
+        }
+        let mut added = false;
+        for dir in wanted {
+            if self.set.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            // Known to the callback before the kernel can report on it.
+            lock(&self.events.watched).insert(dir.clone());
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.set.insert(dir);
+                    added = true;
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                }
+            }
+        }
+        *lock(&self.events.watched) = self.set.clone();
+        added
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind};
+
+    #[test]
+    fn own_reads_never_wake_a_rescan() {
+        let ignored = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ];
+        for kind in ignored {
+            assert_eq!(relevance(&kind), Relevance::Ignore, "{kind:?}");
+        }
+        let complete = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+        ];
+        for kind in complete {
+            assert_eq!(relevance(&kind), Relevance::Complete, "{kind:?}");
+        }
+        let change = [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+        ];
+        for kind in change {
+            assert_eq!(relevance(&kind), Relevance::Change, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_watched_directory_going_away_ends_its_watch() {
+        let events = Events::default();
+        lock(&events.watched).insert(PathBuf::from("/sd"));
+        let event = |kind, path: &str| Ok(Event::new(kind).add_path(PathBuf::from(path)));
+        events.handle(event(EventKind::Remove(RemoveKind::File), "/sd/a.json"));
+        assert!(lock(&events.ended).is_empty());
+        events.handle(event(EventKind::Remove(RemoveKind::Folder), "/sd"));
+        events.handle(event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            "/sd",
+        ));
+        assert_eq!(
+            *lock(&events.ended),
+            [PathBuf::from("/sd"), PathBuf::from("/sd")]
+        );
+    }
+
+    /// Issue 7, defect 2, without timing luck: the directory is deleted
+    /// and recreated between two syncs, as a scan would see it.
+    #[tokio::test]
+    async fn a_recreated_directory_is_watched_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sd");
+        std::fs::create_dir(&dir).unwrap();
+        let events = Arc::new(Events::default());
+        let mut watches = Watches::new(events.clone());
+        let wanted = BTreeSet::from([dir.clone()]);
+        assert!(watches.sync(wanted.clone()));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock(&events.ended).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no end of watch seen");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(watches.sync(wanted), "the watch is set again");
+        // Drop the wake-up the deletion left, then expect one for a file
+        // written into the new directory.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(1), events.wake.notified()).await;
+        std::fs::write(dir.join("c.json"), "[]").unwrap();
+        let woken =
+            tokio::time::timeout(std::time::Duration::from_secs(10), events.wake.notified()).await;
+        assert!(woken.is_ok(), "no event from the recreated directory");
+    }
+}
