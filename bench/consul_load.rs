@@ -157,6 +157,20 @@ fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>)
     }
 }
 
+/// CPU seconds (user + system) `pid` has used, from `/proc/PID/stat`
+/// (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<u64> = stat[end + 1..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
 /// `VmHWM` and `VmRSS` of `pid`, in MiB.
 fn rss(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -209,6 +223,8 @@ struct Results {
     hwm_mib: f64,
     rss_mib: f64,
     idle_per_min: f64,
+    /// The consumer's CPU use over the idle window, in % of one core.
+    idle_cpu_pct: f64,
     churn_per_min: f64,
     peak_conns: usize,
 }
@@ -405,8 +421,13 @@ fn measure(
     // Let the start-up traffic settle before measuring rates.
     std::thread::sleep(Duration::from_secs(2));
 
+    let cpu = cpu_seconds(consumer.pid());
+    let idle_started = Instant::now();
     let (idle, _) = request_rate(consul, window, false);
     r.idle_per_min = idle;
+    r.idle_cpu_pct =
+        100.0 * (cpu_seconds(consumer.pid()) - cpu) / idle_started.elapsed().as_secs_f64();
+    eprintln!("{name}: {:.2}% of a core at idle", r.idle_cpu_pct);
     let (churn, peak) = request_rate(consul, window, true);
     r.churn_per_min = churn;
     r.peak_conns = peak.max(r.first_sync_peak_conns);
@@ -678,6 +699,11 @@ fn main() {
         &format!("Consul requests/min, idle ({} s window)", window.as_secs()),
         "",
         &col(&|r| rate(r, r.idle_per_min)),
+    );
+    row(
+        &format!("CPU at idle, % of one core ({} s window)", window.as_secs()),
+        "≤ 1%",
+        &col(&|r| format!("{:.2}%", r.idle_cpu_pct)),
     );
     row(
         &format!(

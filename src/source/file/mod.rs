@@ -51,9 +51,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// every `refresh_interval`. Listing, stat'ing and reading run on blocking
 /// threads, so a slow mount never stalls the async workers.
 pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken) {
-    let events = Arc::new(Events::default());
-    let mut watches = Watches::new(events.clone());
     let mut scanner = Scanner::new(&config.files);
+    let events = Arc::new(Events::new(scanner.served_names()));
+    let mut watches = Watches::new(events.clone());
     let refresh = config.refresh_interval.0.max(Duration::from_millis(100));
     let mut next_refresh = Instant::now() + refresh;
     let mut retry = FIRST_RETRY;

@@ -286,6 +286,21 @@ impl Scanner {
         (!errors.is_empty()).then(|| errors.join("\n"))
     }
 
+    /// (directory, file-name glob) of each pattern; a literal pattern's
+    /// name is a glob matching only itself.
+    pub fn served_names(&self) -> Vec<(PathBuf, String)> {
+        self.patterns
+            .iter()
+            .map(|p| {
+                let name = match &p.name {
+                    Some(glob) => glob.clone(),
+                    None => gopath::split(&p.raw).1.to_string(),
+                };
+                (PathBuf::from(&p.dir), name)
+            })
+            .collect()
+    }
+
     /// Directories to watch: each pattern's directory, or its nearest
     /// existing ancestor while it does not exist.
     pub fn watch_dirs(&self) -> BTreeSet<PathBuf> {

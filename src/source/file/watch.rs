@@ -13,13 +13,15 @@
 //! [`Watches::sync`].
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
+
+use crate::gopath;
 
 /// What the watcher tells the scanning loop. Written by `notify`'s thread.
 #[derive(Debug, Default)]
@@ -36,6 +38,11 @@ pub struct Events {
     watched: Mutex<BTreeSet<PathBuf>>,
     /// Watched directories the kernel stopped watching.
     ended: Mutex<Vec<PathBuf>>,
+    /// (directory, file-name glob) of every pattern: only an event on a
+    /// file that could be served completes a change. An editor's temporary
+    /// file closing does not, and rescanning for it would delay the rename
+    /// that follows.
+    served: Vec<(PathBuf, String)>,
 }
 
 /// How an event bears on what is served.
@@ -98,10 +105,28 @@ impl Events {
             drop(watched);
             lock(&self.ended).extend(ended);
         }
-        if relevance == Relevance::Complete {
+        if relevance == Relevance::Complete && event.paths.iter().any(|p| self.could_serve(p)) {
             self.urgent.store(true, Ordering::Relaxed);
         }
         self.wake.notify_one();
+    }
+
+    /// Events for the patterns `served` ((directory, file-name glob) pairs).
+    pub fn new(served: Vec<(PathBuf, String)>) -> Events {
+        Events {
+            served,
+            ..Events::default()
+        }
+    }
+
+    fn could_serve(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return false;
+        };
+        self.served
+            .iter()
+            .any(|(d, glob)| d == dir && gopath::glob_match(glob, name) == Ok(true))
     }
 
     /// Takes the "a change is complete" flag.
