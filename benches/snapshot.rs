@@ -18,7 +18,7 @@ use sdbridge::http::{handle, AppState};
 use sdbridge::merge::{Merger, Publisher};
 use sdbridge::metrics::Metrics;
 use sdbridge::snapshot::Snapshot;
-use sdbridge::source::{Change, Part, SourceId, Update};
+use sdbridge::source::{Change, Part, SlotId, Update};
 use sdbridge::targetgroup::{LabelSet, TargetGroup};
 
 const FILES: usize = 1000;
@@ -96,7 +96,7 @@ fn setup() -> (Merger, Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
 
 fn update(change: Change) -> Update {
     Update {
-        source: SourceId { job: 0, index: 0 },
+        source: SlotId(0),
         change,
         synced: true,
         problem: None,

@@ -162,7 +162,7 @@ pub struct JobConfig {
 }
 
 /// Prometheus's `file_sd_configs` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSdConfig {
     /// Glob patterns; after loading, resolved against the config directory

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{self, AppState, ReloadRequest};
-use crate::merge::{Merger, Publisher};
+use crate::merge::{JobLayout, Layout, Merger, Message, Publisher, SourceLayout};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::source::{self, Outbox, SourceId};
+use crate::source::{self, Outbox, SlotId, SourceConfig, SourceContext};
 
 /// Queue depth between sources and the merger; sources wait when it is full.
 const UPDATE_QUEUE: usize = 1024;
@@ -59,35 +59,133 @@ pub fn placeholder() -> Snapshot {
     }
 }
 
-/// Starts a merger and every source of `config`, publishing through
-/// `publisher`; `previous` is the snapshot a reload replaces (its jobs stay
-/// served until the new sources sync). Cancel the returned token to stop
-/// the sources (the merger then ends with them).
-pub fn start(
-    config: &Config,
-    publisher: &Arc<Publisher>,
-    metrics: &Arc<Metrics>,
-    previous: Option<Arc<Snapshot>>,
-) -> CancellationToken {
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
-    let merger = Merger::replacing(config, publisher.clone(), metrics.clone(), previous);
-    tokio::spawn(merger.run(rx));
-    for (j, job) in config.jobs.iter().enumerate() {
-        let sources = source::sources_of(job);
-        let names = source::source_names(&sources);
-        for (index, (source_config, name)) in sources.into_iter().zip(&names).enumerate() {
-            let out = Outbox::new(
-                SourceId { job: j, index },
-                &job.job_name,
-                (name, source_config.kind()),
-                tx.clone(),
-            )
-            .with_metrics(metrics.clone());
-            tokio::spawn(source::run(source_config, out, shutdown.child_token()));
+/// The sources running now, and the merger they feed. A reload keeps every
+/// source whose configuration is unchanged (same job, same config, secrets
+/// included), as Prometheus's discovery manager keeps providers with equal
+/// configs: no rescans, no re-sync, no new watches. Only changed and
+/// removed sources stop.
+pub struct Runtime {
+    tx: mpsc::Sender<Message>,
+    metrics: Arc<Metrics>,
+    running: Vec<Running>,
+    next_slot: u64,
+}
+
+struct Running {
+    job: String,
+    name: String,
+    config: SourceConfig,
+    slot: SlotId,
+    stop: CancellationToken,
+}
+
+/// What a reload did, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Sources kept running.
+    pub kept: usize,
+    /// Sources started.
+    pub started: usize,
+    /// Sources stopped.
+    pub stopped: usize,
+}
+
+impl Runtime {
+    /// Starts the merger, publishing through `publisher`, and every source
+    /// of `config`.
+    pub async fn start(
+        config: &Config,
+        publisher: &Arc<Publisher>,
+        metrics: &Arc<Metrics>,
+    ) -> Runtime {
+        let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+        Merger::empty(publisher.clone(), metrics.clone()).spawn(rx);
+        let mut runtime = Runtime {
+            tx,
+            metrics: metrics.clone(),
+            running: Vec::new(),
+            next_slot: 0,
+        };
+        runtime.apply(config).await;
+        runtime
+    }
+
+    /// Makes the running sources those of `config`.
+    pub async fn apply(&mut self, config: &Config) -> Applied {
+        let mut old = std::mem::take(&mut self.running);
+        let mut layout = Layout::default();
+        let mut new = Vec::new();
+        let mut applied = Applied::default();
+        for job in &config.jobs {
+            let sources = source::sources_of(job);
+            let names = source::source_names(&sources);
+            let mut job_layout = JobLayout {
+                name: job.job_name.clone(),
+                sources: Vec::new(),
+            };
+            for (config, name) in sources.into_iter().zip(names) {
+                let same = old.iter().position(|r| {
+                    r.job == job.job_name && r.name == name && r.config.same(&*config)
+                });
+                let running = match same {
+                    Some(i) => {
+                        applied.kept += 1;
+                        old.remove(i)
+                    }
+                    None => {
+                        self.next_slot += 1;
+                        let running = Running {
+                            job: job.job_name.clone(),
+                            name,
+                            config,
+                            slot: SlotId(self.next_slot),
+                            stop: CancellationToken::new(),
+                        };
+                        new.push(running.slot);
+                        running
+                    }
+                };
+                job_layout.sources.push(SourceLayout {
+                    slot: running.slot,
+                    kind: running.config.kind(),
+                    name: running.name.clone(),
+                    description: running.config.describe(),
+                });
+                self.running.push(running);
+            }
+            layout.jobs.push(job_layout);
+        }
+        // The merger learns the slots before any new source can send.
+        if self.tx.send(Message::Layout(layout)).await.is_err() {
+            tracing::error!("the merger is gone");
+        }
+        applied.stopped = old.len();
+        for running in old {
+            running.stop.cancel();
+        }
+        for running in self.running.iter().filter(|r| new.contains(&r.slot)) {
+            applied.started += 1;
+            let ctx = SourceContext {
+                out: Outbox::new(
+                    running.slot,
+                    &running.job,
+                    (&running.name, running.config.kind()),
+                    self.tx.clone(),
+                )
+                .with_metrics(self.metrics.clone()),
+                shutdown: running.stop.clone(),
+            };
+            tokio::spawn(source::supervise(running.config.clone(), ctx));
+        }
+        applied
+    }
+
+    /// Stops every source; the merger ends once they are gone.
+    pub fn stop(self) {
+        for running in self.running {
+            running.stop.cancel();
         }
     }
-    shutdown
 }
 
 /// `sdbridge serve`: runs until SIGINT or SIGTERM; SIGHUP and
@@ -105,7 +203,7 @@ pub async fn serve(
     let local = listener.local_addr().unwrap_or(addr);
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
-    let mut sources = start(&config, &publisher, &metrics, None);
+    let mut sources = Runtime::start(&config, &publisher, &metrics).await;
     tracing::info!(addr = %local, jobs = config.jobs.len(), "listening");
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let state = Arc::new(AppState {
@@ -144,13 +242,14 @@ pub async fn serve(
                 if listen.is_none() && new.listen != config.listen {
                     tracing::warn!(listen = %new.listen, "the listen address changes only on restart");
                 }
-                let previous = publisher.snapshot.load_full();
-                let old = std::mem::replace(
-                    &mut sources,
-                    start(&new, &publisher, &metrics, Some(previous)),
+                let applied = sources.apply(&new).await;
+                tracing::info!(
+                    jobs = new.jobs.len(),
+                    kept = applied.kept,
+                    started = applied.started,
+                    stopped = applied.stopped,
+                    "configuration reloaded"
                 );
-                old.cancel();
-                tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
                 Ok(())
             }
             Err(e) => {
@@ -164,7 +263,7 @@ pub async fn serve(
     }
     stop.cancel();
     let result = server.await;
-    sources.cancel();
+    sources.stop();
     tracing::info!("stopped");
     match result {
         Ok(served) => served.map_err(RunError::Serve),
@@ -226,14 +325,14 @@ pub async fn dump(
     }
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
-    let sources = start(&config, &publisher, &metrics, None);
+    let sources = Runtime::start(&config, &publisher, &metrics).await;
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(10));
     let deadline = tokio::time::Instant::now() + timeout;
     let body = loop {
         ticker.tick().await;
         let snapshot = publisher.snapshot.load();
         if tokio::time::Instant::now() > deadline {
-            sources.cancel();
+            sources.stop();
             let waiting: Vec<String> = snapshot
                 .jobs
                 .iter()
@@ -258,6 +357,6 @@ pub async fn dump(
             break rendered.body.clone();
         }
     };
-    sources.cancel();
+    sources.stop();
     Ok(body)
 }

@@ -20,6 +20,7 @@
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
 //!   data model and Go's path rules, ported where exact parity matters.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;

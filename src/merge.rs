@@ -1,9 +1,17 @@
 //! The merger: the one task that owns all discovered groups. It keeps each
-//! source part pre-serialized, re-serializes only parts that changed,
-//! concatenates fragments into job bodies and publishes a new [`Snapshot`].
+//! source part pre-serialized, concatenates fragments into job bodies and
+//! publishes a new [`Snapshot`].
+//!
+//! There is one merger for the life of the process. A reload sends it a
+//! new [`Layout`] through the same queue as the sources' updates, before
+//! any new source starts: sources a reload keeps keep their parts, a job
+//! keeps serving its last body until its new sources have synced, and no
+//! handover can let an older snapshot replace a newer one. It runs on a
+//! thread of its own, so rendering and hashing large bodies never occupies
+//! the async workers that answer HTTP; gzip runs on another ([`Compressor`]).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -13,15 +21,88 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
-use crate::source::{self, Change, Part, Update};
+use crate::source::{self, Change, Part, SlotId, Update};
 use crate::targetgroup::{EscapedJob, Fragment};
 
 /// Most updates applied before one publish, so a burst is coalesced but a
 /// flood cannot starve publishing.
 const MAX_BATCH: usize = 1024;
 
+/// What the merger receives.
+#[derive(Debug)]
+pub enum Message {
+    /// One source's round.
+    Update(Update),
+    /// The jobs and sources from now on (start, reload).
+    Layout(Layout),
+}
+
+/// The jobs the merger serves, in config order, with their sources' slots.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Jobs in config order.
+    pub jobs: Vec<JobLayout>,
+}
+
+/// One job of a [`Layout`].
+#[derive(Debug, Clone)]
+pub struct JobLayout {
+    /// The job name.
+    pub name: String,
+    /// Its sources in serving order.
+    pub sources: Vec<SourceLayout>,
+}
+
+/// One source of a [`JobLayout`].
+#[derive(Debug, Clone)]
+pub struct SourceLayout {
+    /// Where its updates come from.
+    pub slot: SlotId,
+    /// Mechanism, a metric label.
+    pub kind: &'static str,
+    /// Name within the job, a metric label.
+    pub name: String,
+    /// What it reads, for the status page.
+    pub description: String,
+}
+
+impl Layout {
+    /// The layout of `config` with slots numbered from 0 in order (tests,
+    /// benches, `dump`).
+    pub fn sequential(config: &Config) -> Layout {
+        let mut next = 0;
+        Layout {
+            jobs: config
+                .jobs
+                .iter()
+                .map(|job| {
+                    let sources = source::sources_of(job);
+                    let names = source::source_names(&sources);
+                    JobLayout {
+                        name: job.job_name.clone(),
+                        sources: sources
+                            .iter()
+                            .zip(names)
+                            .map(|(s, name)| {
+                                next += 1;
+                                SourceLayout {
+                                    slot: SlotId(next - 1),
+                                    kind: s.kind(),
+                                    name,
+                                    description: s.describe(),
+                                }
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SourceState {
+    slot: SlotId,
     status: SourceStatus,
     /// Parts by key, as the source serialized them; served in key order.
     parts: BTreeMap<String, Arc<Fragment>>,
@@ -34,57 +115,43 @@ struct JobState {
     escaped: EscapedJob,
     sources: Vec<SourceState>,
     rendered: Arc<Rendered>,
+    /// After a reload: the body the job served before, kept serving (ready)
+    /// until every source of the new layout has synced.
+    held: Option<Arc<Rendered>>,
     dirty: bool,
 }
 
-/// Where mergers publish, kept across config reloads.
+impl JobState {
+    fn synced(&self) -> bool {
+        self.sources.iter().all(|s| s.status.synced)
+    }
+}
+
+/// Where the merger publishes.
 #[derive(Debug)]
 pub struct Publisher {
     /// What the HTTP handlers serve.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The epoch allowed to publish. A reload bumps it, so a retired
-    /// merger finishing a batch can never overwrite its successor's state.
-    epoch: Mutex<u64>,
 }
 
 impl Publisher {
-    /// A publisher serving `initial` until a merger publishes.
+    /// A publisher serving `initial` until the merger publishes.
     pub fn new(initial: Snapshot) -> Arc<Publisher> {
         Arc::new(Publisher {
             snapshot: Arc::new(ArcSwap::from_pointee(initial)),
-            epoch: Mutex::new(0),
         })
-    }
-
-    /// Retires every merger so far; returns the epoch for the next one.
-    pub fn next_epoch(&self) -> u64 {
-        let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        *epoch += 1;
-        *epoch
-    }
-
-    fn store(&self, epoch: u64, snapshot: Snapshot) -> bool {
-        let current = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        if *current != epoch {
-            return false;
-        }
-        self.snapshot.store(Arc::new(snapshot));
-        true
     }
 }
 
 /// Owns the groups of every source and publishes snapshots.
 pub struct Merger {
     jobs: Vec<JobState>,
+    /// Slot to (job, source) indexes.
+    slots: HashMap<SlotId, (usize, usize)>,
     all: Arc<Rendered>,
     /// The job bodies `all` was last built from.
     all_parts: Vec<Arc<Rendered>>,
     publisher: Arc<Publisher>,
-    epoch: u64,
-    /// After a reload: the snapshot being replaced. A job that is not
-    /// synced yet in the new config is served from it (if it was ready
-    /// there) instead of answering 503, until every job has synced.
-    fallback: Option<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     generation: u64,
 }
@@ -94,35 +161,63 @@ fn empty_body() -> Bytes {
 }
 
 impl Merger {
-    /// A merger for `config`'s jobs; publishes an initial snapshot in which
-    /// no job with sources is ready.
+    /// A merger for `config`'s jobs with [`Layout::sequential`] slots;
+    /// publishes an initial snapshot in which no job with sources is ready.
     pub fn new(config: &Config, publisher: Arc<Publisher>, metrics: Arc<Metrics>) -> Merger {
-        Merger::replacing(config, publisher, metrics, None)
+        let mut merger = Merger::empty(publisher, metrics);
+        merger.reconfigure(Layout::sequential(config));
+        for rendered in merger.publish() {
+            rendered.compress();
+        }
+        merger
     }
 
-    /// A merger that takes over from the one that published `previous`
-    /// (a reload): jobs keep being served from `previous` until synced.
-    pub fn replacing(
-        config: &Config,
-        publisher: Arc<Publisher>,
-        metrics: Arc<Metrics>,
-        previous: Option<Arc<Snapshot>>,
-    ) -> Merger {
+    /// A merger with no jobs (it publishes nothing until given a layout).
+    pub fn empty(publisher: Arc<Publisher>, metrics: Arc<Metrics>) -> Merger {
+        Merger {
+            jobs: Vec::new(),
+            slots: HashMap::new(),
+            all: Rendered::new(empty_body(), 0, 0, None),
+            all_parts: Vec::new(),
+            publisher,
+            metrics,
+            generation: 0,
+        }
+    }
+
+    /// Switches to `layout`: sources whose slot is in it keep their parts
+    /// and state; jobs that were served keep being served from their last
+    /// body until their sources have synced; the series of sources and jobs
+    /// no longer there are removed from `/metrics`.
+    pub fn reconfigure(&mut self, layout: Layout) {
+        let mut old_sources: HashMap<SlotId, (String, SourceState)> = HashMap::new();
+        // Per job: its render, what it served, whether it was ready.
+        let mut old_jobs: HashMap<String, (Arc<Rendered>, Arc<Rendered>, bool)> = HashMap::new();
+        for mut job in std::mem::take(&mut self.jobs) {
+            let synced = job.synced();
+            let ready = synced || job.held.is_some();
+            let served = match job.held.take() {
+                Some(held) if !synced => held,
+                _ => job.rendered.clone(),
+            };
+            old_jobs.insert(job.name.clone(), (job.rendered, served, ready));
+            for source in job.sources {
+                old_sources.insert(source.slot, (job.name.clone(), source));
+            }
+        }
         let empty = Rendered::new(empty_body(), 0, 0, None);
-        let jobs = config
-            .jobs
-            .iter()
-            .map(|job| {
-                let configs = source::sources_of(job);
-                let names = source::source_names(&configs);
-                let sources = configs
-                    .iter()
-                    .zip(names)
-                    .map(|(s, name)| SourceState {
+        for job in &layout.jobs {
+            let sources = job
+                .sources
+                .iter()
+                .map(|s| match old_sources.remove(&s.slot) {
+                    Some((_, state)) => state,
+                    None => SourceState {
+                        slot: s.slot,
                         status: SourceStatus {
-                            kind: s.kind(),
-                            name,
-                            description: s.describe(),
+                            kind: s.kind,
+                            name: s.name.clone(),
+                            description: s.description.clone(),
                             synced: false,
                             problem: None,
                             last_success: None,
@@ -130,44 +225,55 @@ impl Merger {
                             targets: 0,
                         },
                         parts: BTreeMap::new(),
-                    })
-                    .collect();
-                JobState {
-                    name: job.job_name.clone(),
-                    escaped: EscapedJob::new(&job.job_name),
-                    sources,
-                    rendered: empty.clone(),
-                    dirty: true,
+                    },
+                })
+                .collect();
+            let previous = old_jobs.remove(&job.name);
+            let mut state = JobState {
+                name: job.name.clone(),
+                escaped: EscapedJob::new(&job.name),
+                sources,
+                rendered: previous.as_ref().map_or(empty.clone(), |p| p.0.clone()),
+                held: None,
+                dirty: true,
+            };
+            if let Some((_, served, true)) = previous {
+                if !state.synced() {
+                    state.held = Some(served);
                 }
+            }
+            self.jobs.push(state);
+        }
+        for (job, source) in old_sources.into_values() {
+            self.metrics
+                .forget_source(&self.metrics.source_labels(&job, &source.status));
+        }
+        for name in old_jobs.keys() {
+            self.metrics.forget_job(name);
+        }
+        self.slots = self
+            .jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, job)| {
+                job.sources
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| (s.slot, (j, i)))
             })
             .collect();
-        let epoch = publisher.next_epoch();
-        let mut merger = Merger {
-            jobs,
-            all: empty,
-            all_parts: Vec::new(),
-            publisher,
-            epoch,
-            fallback: previous,
-            metrics,
-            generation: 0,
-        };
-        for rendered in merger.publish() {
-            rendered.compress();
-        }
-        merger
     }
 
     /// Applies one update (its parts come serialized by the source).
+    /// Updates from slots not in the layout (a source a reload stopped)
+    /// are dropped.
     pub fn apply(&mut self, update: Update) {
-        let Some(job) = self.jobs.get_mut(update.source.job) else {
+        let Some(&(j, i)) = self.slots.get(&update.source) else {
             return;
         };
-        let job_name = job.name.clone();
-        let Some(source) = job.sources.get_mut(update.source.index) else {
-            return;
-        };
-        let labels = self.metrics.source_labels(&job_name, &source.status);
+        let job = &mut self.jobs[j];
+        let source = &mut job.sources[i];
+        let labels = self.metrics.source_labels(&job.name, &source.status);
         for error in &update.errors {
             self.metrics.source_error(&labels, error.kind);
         }
@@ -208,29 +314,20 @@ impl Merger {
                 fresh.push(rendered.clone());
             }
             job.rendered = rendered;
-        }
-        if self
-            .jobs
-            .iter()
-            .all(|j| j.sources.iter().all(|s| s.status.synced))
-        {
-            self.fallback = None;
+            if job.synced() {
+                job.held = None;
+            }
         }
         let jobs: Vec<JobSnapshot> = self
             .jobs
             .iter()
             .map(|j| {
-                let ready = j.sources.iter().all(|s| s.status.synced);
-                let previous = self
-                    .fallback
-                    .as_ref()
-                    .filter(|_| !ready)
-                    .and_then(|f| f.job(&j.name))
-                    .filter(|p| p.ready);
+                let ready = j.synced();
+                let held = j.held.as_ref().filter(|_| !ready);
                 JobSnapshot {
                     name: j.name.clone(),
-                    ready: ready || previous.is_some(),
-                    rendered: previous.map_or(&j.rendered, |p| &p.rendered).clone(),
+                    ready: ready || held.is_some(),
+                    rendered: held.unwrap_or(&j.rendered).clone(),
                     sources: j.sources.iter().map(|s| s.status.clone()).collect(),
                 }
             })
@@ -274,42 +371,98 @@ impl Merger {
             all: self.all.clone(),
             generation: self.generation,
         };
-        if !self.publisher.store(self.epoch, snapshot) {
-            return Vec::new();
-        }
+        self.publisher.snapshot.store(Arc::new(snapshot));
         self.metrics.rebuilt(started.elapsed());
         fresh
     }
 
-    /// Receives updates until every sender is gone, publishing after each
-    /// batch of queued updates.
-    pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
-        while let Some(update) = updates.recv().await {
-            self.apply(update);
+    /// Receives messages until every sender is gone, publishing after each
+    /// batch of queued ones. Blocking: run it on a thread of its own
+    /// ([`Merger::spawn`]).
+    pub fn run(mut self, mut messages: mpsc::Receiver<Message>) {
+        let compressor = Compressor::spawn();
+        while let Some(message) = messages.blocking_recv() {
+            self.handle(message);
             let mut batch = 1;
             while batch < MAX_BATCH {
-                match updates.try_recv() {
-                    Ok(update) => {
-                        self.apply(update);
+                match messages.try_recv() {
+                    Ok(message) => {
+                        self.handle(message);
                         batch += 1;
                     }
                     Err(_) => break,
                 }
             }
-            let fresh = self.publish();
-            if !fresh.is_empty() {
-                // Compression of large bodies takes far longer than the
-                // rebuild: do it off the merger, after the change is live.
-                tokio::task::spawn_blocking(move || {
-                    for rendered in fresh {
-                        // Superseded while waiting: nobody can serve it.
-                        if Arc::strong_count(&rendered) > 1 {
-                            rendered.compress();
-                        }
-                    }
-                });
-            }
+            compressor.push(self.publish());
         }
+    }
+
+    /// Runs the merger on a thread of its own.
+    pub fn spawn(self, messages: mpsc::Receiver<Message>) {
+        let started = std::thread::Builder::new()
+            .name("sdbridge-merger".into())
+            .spawn(move || self.run(messages));
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the merger thread");
+        }
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Update(update) => self.apply(update),
+            Message::Layout(layout) => self.reconfigure(layout),
+        }
+    }
+}
+
+/// One thread compressing new bodies, latest first in spirit: a body that
+/// was superseded before its turn (nobody else holds it) is skipped, so a
+/// burst of changes costs one compression per job, not one per change.
+struct Compressor {
+    queue: Arc<(Mutex<Vec<Arc<Rendered>>>, Condvar)>,
+}
+
+impl Compressor {
+    fn spawn() -> Compressor {
+        let queue: Arc<(Mutex<Vec<Arc<Rendered>>>, Condvar)> = Arc::default();
+        let worker = queue.clone();
+        let started = std::thread::Builder::new()
+            .name("sdbridge-gzip".into())
+            .spawn(move || loop {
+                let (lock, ready) = &*worker;
+                let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while pending.is_empty() {
+                    // The merger is gone and nothing is left: stop.
+                    if Arc::strong_count(&worker) == 1 {
+                        return;
+                    }
+                    pending = ready
+                        .wait_timeout(pending, std::time::Duration::from_secs(1))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                let batch = std::mem::take(&mut *pending);
+                drop(pending);
+                for rendered in batch {
+                    // Superseded while waiting: nobody can serve it.
+                    if Arc::strong_count(&rendered) > 1 {
+                        rendered.compress();
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the gzip thread; gzip clients get identity");
+        }
+        Compressor { queue }
+    }
+
+    fn push(&self, fresh: Vec<Arc<Rendered>>) {
+        if fresh.is_empty() {
+            return;
+        }
+        let (lock, ready) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).extend(fresh);
+        ready.notify_one();
     }
 }
 
@@ -356,29 +509,23 @@ fn render<'a>(
 mod tests {
     use super::*;
     use crate::daemon::placeholder;
-    use crate::source::SourceId;
     use crate::targetgroup::{LabelSet, TargetGroup};
     use std::path::Path;
 
     fn merger() -> (Merger, Arc<ArcSwap<Snapshot>>) {
-        let (m, p) = merger_with(None);
+        let (m, p) = merger_with_metrics(Arc::new(Metrics::new()));
         (m, p.snapshot.clone())
     }
 
-    fn merger_with(publisher: Option<Arc<Publisher>>) -> (Merger, Arc<Publisher>) {
+    /// Job `a`: static (slot 0) and file_sd (slot 1); job `b`: no sources.
+    fn merger_with_metrics(metrics: Arc<Metrics>) -> (Merger, Arc<Publisher>) {
         let config = Config::parse(
             "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
             Path::new("/etc/sdbridge.yml"),
         )
         .unwrap();
-        let publisher = publisher.unwrap_or_else(|| Publisher::new(placeholder()));
-        let previous = Some(publisher.snapshot.load_full());
-        let merger = Merger::replacing(
-            &config,
-            publisher.clone(),
-            Arc::new(Metrics::new()),
-            previous,
-        );
+        let publisher = Publisher::new(placeholder());
+        let merger = Merger::new(&config, publisher.clone(), metrics);
         (merger, publisher)
     }
 
@@ -388,7 +535,7 @@ mod tests {
 
     fn update(index: usize, change: Change, problem: Option<&str>) -> Update {
         Update {
-            source: SourceId { job: 0, index },
+            source: SlotId(index as u64),
             change,
             synced: true,
             problem: problem.map(str::to_string),
@@ -491,50 +638,95 @@ mod tests {
     }
 
     #[test]
-    fn after_a_reload_jobs_are_served_from_the_old_snapshot_until_synced() {
-        let (mut old, publisher) = merger_with(None);
-        old.apply(update(
+    fn a_reload_keeps_kept_sources_and_holds_jobs_until_synced() {
+        let metrics = Arc::new(Metrics::new());
+        let (mut m, publisher) = merger_with_metrics(metrics.clone());
+        m.apply(update(
             0,
             Change::Replace(vec![part("static_configs", "s")]),
             None,
         ));
-        old.apply(update(
+        m.apply(update(
             1,
             Change::Replace(vec![part("/sd/a.json", "old")]),
             None,
         ));
-        old.publish();
+        m.publish();
         let served_before = publisher.snapshot.load().job("a").unwrap().rendered.clone();
+        assert!(metrics
+            .encode(&publisher.snapshot.load())
+            .contains("job=\"b\""));
 
-        let (mut new, _) = merger_with(Some(publisher.clone()));
+        // Job a keeps slot 0 and gets a new file_sd source (slot 5); job b
+        // goes away.
+        let mut layout = Layout::default();
+        let mut a = JobLayout {
+            name: "a".into(),
+            sources: Vec::new(),
+        };
+        for (slot, kind) in [(0, "static"), (5, "file_sd")] {
+            a.sources.push(SourceLayout {
+                slot: SlotId(slot),
+                kind,
+                name: format!("{kind}#x"),
+                description: String::new(),
+            });
+        }
+        layout.jobs.push(a);
+        m.reconfigure(layout);
+        m.publish();
         let s = publisher.snapshot.load();
         assert!(s.job("a").unwrap().ready, "no 503 because of a reload");
         assert!(Arc::ptr_eq(&s.job("a").unwrap().rendered, &served_before));
-        // The retired merger can no longer publish.
-        old.apply(update(
+        assert!(s.job("b").is_none());
+        assert!(
+            !metrics.encode(&s).contains("job=\"b\""),
+            "removed job's series"
+        );
+        // The stopped source's late update is dropped.
+        m.apply(update(
             1,
             Change::Replace(vec![part("/sd/a.json", "stale")]),
             None,
         ));
-        assert!(old.publish().is_empty());
-        assert_eq!(
-            targets(&publisher.snapshot.load().job("a").unwrap().rendered.body),
-            ["s", "old"]
-        );
+        m.publish();
+        let s = publisher.snapshot.load();
+        assert!(Arc::ptr_eq(&s.job("a").unwrap().rendered, &served_before));
+        // The new source syncs: the kept source's parts are still there.
+        m.apply(update(
+            5,
+            Change::Replace(vec![part("/sd/a.json", "new")]),
+            None,
+        ));
+        m.publish();
+        let s = publisher.snapshot.load();
+        assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "new"]);
+        assert_eq!(targets(&s.all.body), ["s", "new"]);
+    }
 
-        new.apply(update(
+    #[test]
+    fn an_unchanged_layout_keeps_the_same_render() {
+        let (mut m, snap) = merger();
+        m.apply(update(
             0,
             Change::Replace(vec![part("static_configs", "s")]),
             None,
         ));
-        new.apply(update(
+        m.apply(update(
             1,
-            Change::Replace(vec![part("/sd/a.json", "new")]),
+            Change::Replace(vec![part("/sd/a.json", "a")]),
             None,
         ));
-        new.publish();
-        let s = publisher.snapshot.load();
-        assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "new"]);
-        assert_eq!(targets(&s.all.body), ["s", "new"]);
+        m.publish();
+        let before = snap.load().job("a").unwrap().rendered.clone();
+        let config = Config::parse(
+            "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
+            Path::new("/etc/sdbridge.yml"),
+        )
+        .unwrap();
+        m.reconfigure(Layout::sequential(&config));
+        m.publish();
+        let after = snap.load().job("a").unwrap().rendered.clone();
+        assert!(Arc::ptr_eq(&before, &after), "same ETag and Last-Modified");
     }
 }

@@ -1,6 +1,8 @@
 //! `/metrics` (CONTRACT section 6), all names prefixed `sdbridge_`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,6 +55,20 @@ struct ConsulEndpointLabels {
     endpoint: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    job: String,
+    source: String,
+    kind: String,
+    /// `success` or `error`.
+    outcome: String,
+}
+
+fn refresh_histogram() -> Histogram {
+    // 1 ms .. ~4.4 min.
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
 fn consul_duration_histogram() -> Histogram {
     // 1 ms .. ~4.4 min: blocking queries last up to wait + wait/16.
     Histogram::new(exponential_buckets(0.001, 4.0, 10))
@@ -80,7 +96,11 @@ pub struct Metrics {
     consul_requests: Family<ConsulRequestLabels, Counter>,
     consul_request_seconds: Family<ConsulEndpointLabels, Histogram, fn() -> Histogram>,
     file_sd_scans: Family<SourceLabels, Counter>,
+    refresh_seconds: Family<RefreshLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
+    /// Error kinds counted per source, so a removed source's error series
+    /// can be removed too (a `Family` cannot be listed).
+    error_kinds: Mutex<HashMap<SourceLabels, HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -112,7 +132,9 @@ impl Metrics {
                 consul_duration_histogram as fn() -> Histogram,
             ),
             file_sd_scans: Family::default(),
+            refresh_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
+            error_kinds: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -200,6 +222,11 @@ impl Metrics {
             "file_sd files read and parsed (only files that changed, and all of them every refresh_interval)",
             m.file_sd_reads.clone(),
         );
+        registry.register(
+            "source_refresh_duration_seconds",
+            "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
+            m.refresh_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -212,8 +239,58 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of a source a reload removed.
+    pub fn forget_source(&self, labels: &SourceLabels) {
+        self.source_up.remove(labels);
+        self.source_last_success.remove(labels);
+        self.source_data_age.remove(labels);
+        self.source_groups.remove(labels);
+        self.source_targets.remove(labels);
+        self.file_sd_scans.remove(labels);
+        self.file_sd_reads.remove(labels);
+        let kinds = self
+            .error_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(labels)
+            .unwrap_or_default();
+        for error in kinds {
+            self.source_errors.remove(&ErrorLabels {
+                job: labels.job.clone(),
+                source: labels.source.clone(),
+                kind: labels.kind.clone(),
+                error,
+            });
+        }
+        for outcome in ["success", "error"] {
+            self.refresh_seconds.remove(&RefreshLabels {
+                job: labels.job.clone(),
+                source: labels.source.clone(),
+                kind: labels.kind.clone(),
+                outcome: outcome.to_string(),
+            });
+        }
+    }
+
+    /// Removes every series of a job a reload removed.
+    pub fn forget_job(&self, job: &str) {
+        let labels = JobLabels {
+            job: job.to_string(),
+        };
+        self.job_ready.remove(&labels);
+        self.job_groups.remove(&labels);
+        self.job_targets.remove(&labels);
+        self.job_body_bytes.remove(&labels);
+    }
+
     /// Counts one error of `kind`.
     pub fn source_error(&self, labels: &SourceLabels, kind: &str) {
+        self.error_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels.clone())
+            .or_default()
+            .insert(kind.to_string());
         self.source_errors
             .get_or_create(&ErrorLabels {
                 job: labels.job.clone(),
@@ -269,6 +346,18 @@ impl Metrics {
     pub fn file_sd_scan(&self, labels: &SourceLabels, reads: u64) {
         self.file_sd_scans.get_or_create(labels).inc();
         self.file_sd_reads.get_or_create(labels).inc_by(reads);
+    }
+
+    /// Records one refresh round of a polling source.
+    pub fn refresh_round(&self, labels: &SourceLabels, took: Duration, ok: bool) {
+        self.refresh_seconds
+            .get_or_create(&RefreshLabels {
+                job: labels.job.clone(),
+                source: labels.source.clone(),
+                kind: labels.kind.clone(),
+                outcome: if ok { "success" } else { "error" }.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one HTTP request.

@@ -1,7 +1,6 @@
 //! `sdbridge check` and `sdbridge dump`.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::util::{run_cli, Bridge, Dir};
 
@@ -102,16 +101,14 @@ fn missing_config_is_a_clear_error() {
 #[test]
 fn dump_gives_up_on_a_source_that_never_syncs() {
     let dir = Dir::new();
-    let fifo = dir.path("sd/a.json");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let consul = crate::fake_consul::FakeConsul::start();
+    consul.inject("", crate::fake_consul::Fault::Status500);
     let config = dir.write(
         "c.yml",
-        "jobs:\n  - job_name: slow\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+        &format!(
+            "jobs:\n  - job_name: slow\n    consul_sd_configs: [{{server: '{}'}}]\n",
+            consul.addr()
+        ),
     );
     let out = run_cli(
         None,
@@ -126,7 +123,7 @@ fn dump_gives_up_on_a_source_that_never_syncs() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not synced after 1s: job \"slow\" file_sd#0"),
+        stderr.contains("not synced after 1s: job \"slow\" consul_sd#"),
         "{stderr}"
     );
 }

@@ -182,7 +182,7 @@ fn health_readiness_metrics_and_status_page() {
     bridge.get("/http_sd/node");
     let metrics = bridge.get("/metrics").text();
     for needle in [
-        "sdbridge_source_up{job=\"node\",source=\"static#0\",kind=\"static\"} 1",
+        "sdbridge_source_up{job=\"node\",source=\"static#",
         "sdbridge_job_targets{job=\"mysqld\"} 3",
         "sdbridge_http_requests_total{path=\"/http_sd/node\",code=\"200\"}",
         "sdbridge_snapshot_rebuilds_total",
@@ -211,22 +211,20 @@ fn replicas_serve_identical_bytes_and_etags() {
     }
 }
 
-/// A job is 503 (never an empty list) until its first sync. A FIFO as a
-/// file_sd file holds the first scan until something writes to it.
+/// A job is 503 (never an empty list) until its first sync. A Consul
+/// that answers 500 holds the first sync until it recovers.
 #[test]
 fn not_synced_job_answers_503_with_retry_after() {
     let dir = Dir::new();
     dir.write("sd/ready.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
-    let fifo = dir.path("slow/a.json");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let consul = crate::fake_consul::FakeConsul::start();
+    consul.inject("", crate::fake_consul::Fault::Status500);
     let config = dir.write(
         "sdbridge.yml",
-        "jobs:\n  - job_name: ready\n    file_sd_configs: [{files: [sd/*.json]}]\n  - job_name: slow\n    file_sd_configs: [{files: [slow/*.json]}]\n",
+        &format!(
+            "jobs:\n  - job_name: ready\n    file_sd_configs: [{{files: [sd/*.json]}}]\n  - job_name: slow\n    consul_sd_configs: [{{server: '{}'}}]\n",
+            consul.addr()
+        ),
     );
     let bridge = Bridge::start_unready(&config);
     bridge.wait_body("/http_sd/ready", "ready job served", |b| {
@@ -239,11 +237,10 @@ fn not_synced_job_answers_503_with_retry_after() {
         assert!(r.json()["error"].is_string());
     }
     assert_eq!(bridge.get("/-/ready").status, 503);
-    // Unblock the read: the job syncs and is served.
-    std::fs::write(&fifo, r#"[{"targets": ["127.0.0.2:9100"]}]"#).unwrap();
-    bridge.wait_body("/http_sd/slow", "slow job served after sync", |b| {
-        b.contains("127.0.0.2:9100")
-    });
+    // Consul recovers: the job syncs and is served (an empty catalog is
+    // an empty list, now that it is the truth).
+    consul.clear_faults();
+    bridge.wait_body("/http_sd/slow", "slow job served after sync", |b| b == "[]");
     assert_eq!(bridge.get("/-/ready").status, 200);
 }
 

@@ -1,8 +1,10 @@
 //! Config reload (CONTRACT section 3): SIGHUP and `POST /-/reload`.
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::util::{Bridge, Dir};
+use crate::fake_consul::FakeConsul;
+use crate::util::{poll_until, Bridge, Dir};
 
 const ONE_JOB: &str =
     "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:9100']}]\n";
@@ -62,4 +64,79 @@ fn post_reload_rejects_an_invalid_config_and_keeps_serving() {
         b.contains("127.0.0.3:9100")
     });
     assert_eq!(bridge.request("GET", "/-/reload", &[]).status, 405);
+}
+
+/// Issue 8: a reload keeps every source whose config did not change: no
+/// file re-read, no new Consul request, the same ETag and Last-Modified.
+/// A job whose config changed restarts only its own sources.
+#[test]
+fn a_reload_keeps_unchanged_sources_running() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
+    let consul = FakeConsul::start();
+    let text = |b_pattern: &str| {
+        format!(
+            "jobs:\n  - job_name: files\n    file_sd_configs: [{{files: [sd/a.json]}}]\n  - job_name: other\n    file_sd_configs: [{{files: [{b_pattern}]}}]\n  - job_name: consul\n    consul_sd_configs: [{{server: '{}'}}]\n",
+            consul.addr()
+        )
+    };
+    let config = dir.write("sdbridge.yml", &text("sd/b.json"));
+    let bridge = Bridge::start(&config);
+    let reads = |job: &str| {
+        bridge
+            .metric("sdbridge_file_sd_reads_total", &[&format!("job=\"{job}\"")])
+            .unwrap_or(0.0)
+    };
+    let (files_reads, other_reads) = (reads("files"), reads("other"));
+    let before = bridge.get("/http_sd");
+    // Let the blocking watches park, then count what Consul sees.
+    poll_until(Duration::from_secs(20), "watches parked", || {
+        (consul.stats().blocking_in_flight >= 2).then_some(())
+    });
+    consul.reset_stats();
+
+    let r = bridge.request("POST", "/-/reload", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    poll_until(Duration::from_secs(10), "reload logged", || {
+        bridge.log().contains("\"kept\":3").then_some(())
+    });
+    let after = bridge.get("/http_sd");
+    assert_eq!(after.body, before.body);
+    assert_eq!(after.header("etag"), before.header("etag"));
+    assert_eq!(
+        after.header("last-modified"),
+        before.header("last-modified")
+    );
+    assert_eq!(
+        reads("files"),
+        files_reads,
+        "file re-read by a no-op reload"
+    );
+    assert_eq!(reads("other"), other_reads);
+    assert_eq!(consul.stats().requests, 0, "Consul asked again");
+
+    // Only job `other` changes: only its source restarts.
+    dir.replace("sdbridge.yml", &text("sd/b*.json"));
+    let r = bridge.request("POST", "/-/reload", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    poll_until(Duration::from_secs(10), "second reload logged", || {
+        bridge.log().contains("\"started\":1").then_some(())
+    });
+    bridge.wait_body("/http_sd/other", "changed job served", |b| {
+        b.contains("127.0.0.2:9100")
+    });
+    assert_eq!(reads("files"), files_reads, "an unchanged job restarted");
+    assert_eq!(
+        consul.stats().requests,
+        0,
+        "an unchanged Consul source restarted"
+    );
+    // The replaced source's series are gone: one source left for `other`.
+    let text = bridge.get("/metrics").text();
+    let other_up: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sdbridge_source_up{job=\"other\""))
+        .collect();
+    assert_eq!(other_up.len(), 1, "{other_up:?}");
 }

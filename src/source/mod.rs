@@ -1,95 +1,118 @@
-//! Sources: where targets come from. Each source runs as one tokio task,
-//! `async fn run(config, id, out, shutdown)`, and sends full-replacement
-//! [`Update`]s to the merger. A source never talks to HTTP clients; one set
-//! of watches serves every client.
+//! Sources: where targets come from.
+//!
+//! Each configured source is one [`Source`]: a kind (`file_sd`, ...), a
+//! description, and a `run` that sends full-replacement [`Update`]s of
+//! pre-serialized parts to the merger through its [`SourceContext`]. A
+//! source never talks to HTTP clients; one set of watches serves every
+//! client. Adding a kind means implementing [`Source`] in its own module
+//! and listing its config in [`sources_of`].
+//!
+//! [`supervise`] runs a source: a task that ends unexpectedly or panics is
+//! reported (its last good groups stay served) and restarted with backoff.
+//! [`refresh`] is the loop polling sources share.
 
 pub mod consul;
 pub mod file;
+pub mod refresh;
 pub mod r#static;
+mod supervise;
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConsulSdConfig, FileSdConfig, JobConfig};
+use crate::config::JobConfig;
+use crate::merge::Message;
 use crate::metrics::{Metrics, SourceLabels};
 use crate::targetgroup::{Fragment, TargetGroup};
+pub use supervise::supervise;
 
-/// Which source of which job an update comes from: indexes into the
-/// config's job list and into [`sources_of`] for that job.
+/// Which running source an update comes from. Allocated once per started
+/// source and never reused, so an update from a source a reload stopped
+/// cannot land on its successor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceId {
-    /// Index of the job in the config.
-    pub job: usize,
-    /// Index of the source within the job, in serving order.
-    pub index: usize,
+pub struct SlotId(pub u64);
+
+/// A future a source runs as.
+pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One kind of source, as configured: Prometheus's discoverer `Config`.
+pub trait Source: fmt::Debug + Send + Sync + 'static {
+    /// Short name of the mechanism, a metric label (`file_sd`).
+    fn kind(&self) -> &'static str;
+    /// Human description for the status page and logs (no secrets).
+    fn describe(&self) -> String;
+    /// Runs until `ctx.shutdown` is cancelled or the merger is gone. A
+    /// return before that counts as a failure and the source is restarted.
+    fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture;
+    /// For [`same_config`]: the config as `Any`.
+    fn as_any(&self) -> &dyn Any;
+    /// Whether `other` has exactly this configuration, secrets included:
+    /// a reload keeps such a source running.
+    fn same(&self, other: &dyn Source) -> bool;
+}
+
+/// [`Source::same`] for configs that are `PartialEq`.
+pub fn same_config<T: PartialEq + 'static>(this: &T, other: &dyn Source) -> bool {
+    other.as_any().downcast_ref::<T>() == Some(this)
 }
 
 /// A configured source of one job.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    /// All `static_configs` of a job, as one source (as in Prometheus).
-    Static(Vec<TargetGroup>),
-    /// One `file_sd_configs` entry.
-    File(FileSdConfig),
-    /// One `consul_sd_configs` entry (boxed: it is much larger than the
-    /// others).
-    Consul(Box<ConsulSdConfig>),
-}
+pub type SourceConfig = Arc<dyn Source>;
 
-impl SourceConfig {
-    /// Short name of the mechanism, used as a metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Static(_) => "static",
-            SourceConfig::File(_) => "file_sd",
-            SourceConfig::Consul(_) => "consul_sd",
-        }
-    }
-
-    /// Human description for the status page and logs.
-    pub fn describe(&self) -> String {
-        match self {
-            SourceConfig::Static(groups) => format!("static_configs ({} groups)", groups.len()),
-            SourceConfig::File(f) => format!("file_sd_configs {}", f.files.join(", ")),
-            SourceConfig::Consul(c) => c.describe(),
-        }
-    }
-}
-
-/// The sources of a job in serving order: `static_configs` first, then each
-/// `file_sd_configs` entry, then each `consul_sd_configs` entry, in config
-/// order.
+/// The sources of a job in serving order: `static_configs` first (all as
+/// one source, as Prometheus treats them), then each `file_sd_configs`,
+/// `consul_sd_configs` entry, in config order.
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
-    let mut sources = Vec::new();
+    let mut sources: Vec<SourceConfig> = Vec::new();
     if !job.static_configs.is_empty() {
-        sources.push(SourceConfig::Static(job.static_configs.clone()));
+        sources.push(Arc::new(r#static::StaticSource(job.static_configs.clone())));
     }
-    sources.extend(job.file_sd_configs.iter().cloned().map(SourceConfig::File));
-    sources.extend(
-        job.consul_sd_configs
-            .iter()
-            .cloned()
-            .map(|c| SourceConfig::Consul(Box::new(c))),
-    );
+    for c in &job.file_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
+    for c in &job.consul_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
     sources
 }
 
-/// Each source's name within its job: its kind and its position among
-/// the job's sources of that kind (`file_sd#0`, `file_sd#1`, `consul_sd#0`).
+/// Each source's name within its job, its `source` metric label: the kind
+/// and a hash of its configuration as `Debug` prints it (secrets
+/// redacted), so it stays the same when other entries are reordered and
+/// reveals nothing. Identical entries get `.1`, `.2`, ... after the first.
 pub fn source_names(sources: &[SourceConfig]) -> Vec<String> {
-    let mut per_kind: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     sources
         .iter()
         .map(|s| {
-            let n = per_kind.entry(s.kind()).or_default();
-            let name = format!("{}#{n}", s.kind());
+            let hash = xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes());
+            let base = format!("{}#{:08x}", s.kind(), hash >> 32);
+            let n = seen.entry(base.clone()).or_default();
             *n += 1;
-            name
+            if *n == 1 {
+                base
+            } else {
+                format!("{base}.{}", *n - 1)
+            }
         })
         .collect()
+}
+
+/// What a running source gets: who it is, where to send, when to stop.
+/// (Vector's `SourceContext`.)
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// Where its updates go, and its identity for logs and metrics.
+    pub out: Outbox,
+    /// Cancelled when the source is removed by a reload or on shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// A named slice of a source's groups that is replaced as a whole: one file
@@ -149,7 +172,7 @@ pub struct SourceError {
 #[derive(Debug, Clone)]
 pub struct Update {
     /// Who sends it.
-    pub source: SourceId,
+    pub source: SlotId,
     /// The change to its groups.
     pub change: Change,
     /// Whether the source has completed a full round, so its job may be
@@ -165,15 +188,16 @@ pub struct Update {
 /// Where a source sends its updates, and who it is (for logs and metrics).
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    /// The source's identity in the merger.
-    pub id: SourceId,
+    /// The source's slot in the merger.
+    pub id: SlotId,
     /// The job's name, for logs.
     pub job: Arc<str>,
-    /// The source's name within the job (`file_sd#0`), its metric label.
+    /// The source's name within the job ([`source_names`]), its metric
+    /// label.
     pub name: Arc<str>,
     /// The source's mechanism, a metric label.
     pub kind: &'static str,
-    tx: mpsc::Sender<Update>,
+    tx: mpsc::Sender<Message>,
     /// Metrics for sources that record their own (Consul requests).
     metrics: Option<Arc<Metrics>>,
 }
@@ -183,13 +207,13 @@ pub struct Outbox {
 pub struct Closed;
 
 impl Outbox {
-    /// An outbox for source `id`, named `name` (see [`source_names`]), of
-    /// job `job`.
+    /// An outbox for the source in slot `id`, named `name` (see
+    /// [`source_names`]), of job `job`.
     pub fn new(
-        id: SourceId,
+        id: SlotId,
         job: &str,
         (name, kind): (&str, &'static str),
-        tx: mpsc::Sender<Update>,
+        tx: mpsc::Sender<Message>,
     ) -> Outbox {
         Outbox {
             id,
@@ -224,15 +248,55 @@ impl Outbox {
     /// Sends one round's outcome (its `source` is filled in).
     pub async fn send(&self, mut update: Update) -> Result<(), Closed> {
         update.source = self.id;
-        self.tx.send(update).await.map_err(|_| Closed)
+        self.tx
+            .send(Message::Update(update))
+            .await
+            .map_err(|_| Closed)
     }
 }
 
-/// Runs `config` until `shutdown` is cancelled or the merger is gone.
-pub async fn run(config: SourceConfig, out: Outbox, shutdown: CancellationToken) {
-    match config {
-        SourceConfig::Static(groups) => r#static::run(groups, out, shutdown).await,
-        SourceConfig::File(file_sd) => file::run(file_sd, out, shutdown).await,
-        SourceConfig::Consul(consul_sd) => consul::run(*consul_sd, out, shutdown).await,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn names(text: &str) -> Vec<String> {
+        let config = Config::parse(text, std::path::Path::new("/etc/s.yml")).unwrap();
+        source_names(&sources_of(&config.jobs[0]))
+    }
+
+    #[test]
+    fn a_source_keeps_its_name_when_others_are_reordered() {
+        let ab = names(
+            "jobs:\n  - job_name: j\n    file_sd_configs: [{files: [a.json]}, {files: [b.json]}]\n",
+        );
+        let ba = names(
+            "jobs:\n  - job_name: j\n    file_sd_configs: [{files: [b.json]}, {files: [a.json]}]\n",
+        );
+        assert_eq!((&ab[0], &ab[1]), (&ba[1], &ba[0]));
+        assert_ne!(ab[0], ab[1]);
+        assert!(ab[0].starts_with("file_sd#"), "{ab:?}");
+        let twice = names(
+            "jobs:\n  - job_name: j\n    file_sd_configs: [{files: [a.json]}, {files: [a.json]}]\n",
+        );
+        assert_eq!(twice[1], format!("{}.1", twice[0]));
+    }
+
+    #[test]
+    fn names_reveal_no_secret_but_configs_compare_secrets() {
+        let config = |token: &str| {
+            let text = format!("jobs:\n  - job_name: j\n    consul_sd_configs: [{{server: '127.0.0.1:8500', token: {token}}}]\n");
+            let c = Config::parse(&text, std::path::Path::new("/etc/s.yml")).unwrap();
+            sources_of(&c.jobs[0])
+        };
+        let (a, b) = (config("s3cret-one"), config("s3cret-two"));
+        assert_eq!(
+            source_names(&a),
+            source_names(&b),
+            "the label hides the token"
+        );
+        assert!(!format!("{:?}", a[0]).contains("s3cret"));
+        assert!(!a[0].same(&*b[0]), "a changed token restarts the source");
+        assert!(a[0].same(&*config("s3cret-one")[0]));
     }
 }

@@ -1,15 +1,46 @@
 //! `static_configs`: served exactly as written, synced from the start.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Outbox, Part, SourceId, Update};
+use super::{
+    same_config, Change, Outbox, Part, SlotId, Source, SourceContext, SourceFuture, Update,
+};
 use crate::targetgroup::TargetGroup;
+
+/// All `static_configs` of a job, as one source (as in Prometheus).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSource(pub Vec<TargetGroup>);
+
+impl Source for StaticSource {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+
+    fn describe(&self) -> String {
+        format!("static_configs ({} groups)", self.0.len())
+    }
+
+    fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(run(self.0.clone(), ctx.out, ctx.shutdown))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Source) -> bool {
+        same_config(self, other)
+    }
+}
 
 /// The part key of the static source (it has only one part).
 pub const PART_KEY: &str = "static_configs";
 
 /// The one update a static source sends.
-pub fn update(groups: Vec<TargetGroup>, id: SourceId) -> Update {
+pub fn update(groups: Vec<TargetGroup>, id: SlotId) -> Update {
     Update {
         source: id,
         change: Change::Replace(vec![Part::new(PART_KEY, &groups)]),

@@ -590,8 +590,13 @@ fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date, clamped
+/// ([`crate::backoff::clamp`]): a server cannot park a watch for ages.
 fn parse_retry_after(v: &str) -> Option<Duration> {
+    parse_retry_after_unclamped(v).map(crate::backoff::clamp)
+}
+
+fn parse_retry_after_unclamped(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

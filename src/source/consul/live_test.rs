@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::source::{Change, Outbox, SourceId, Update};
+use crate::merge::Message;
+use crate::source::{Change, Outbox, SlotId, Update};
 
 #[derive(Default)]
 struct Catalog {
@@ -126,13 +127,15 @@ fn check(node: &str, id: &str, index: u64) -> Value {
 }
 
 async fn next(
-    rx: &mut mpsc::Receiver<Update>,
+    rx: &mut mpsc::Receiver<Message>,
     what: &str,
     pred: impl Fn(&Update) -> bool,
 ) -> Update {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let u = rx.recv().await.expect("source stopped");
+            let Message::Update(u) = rx.recv().await.expect("source stopped") else {
+                continue;
+            };
             if pred(&u) {
                 return u;
             }
@@ -163,12 +166,7 @@ async fn watcher_syncs_then_patches_only_what_changed() {
     let consul = config.jobs[0].consul_sd_configs[0].clone();
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let out = Outbox::new(
-        SourceId { job: 0, index: 0 },
-        "j",
-        ("consul_sd#0", "consul_sd"),
-        tx,
-    );
+    let out = Outbox::new(SlotId(0), "j", ("consul_sd#0", "consul_sd"), tx);
     tokio::spawn(super::run(consul, out, shutdown.clone()));
 
     let u = next(&mut rx, "first sync", |u| u.synced).await;

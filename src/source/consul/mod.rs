@@ -90,7 +90,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ConsulSdConfig;
 
-use super::{Change, Outbox, Part, SourceError, Update};
+use std::any::Any;
+
+use super::{
+    same_config, Change, Outbox, Part, Source, SourceContext, SourceError, SourceFuture, Update,
+};
 use crate::metrics::Metrics;
 use crate::targetgroup::Fragment;
 
@@ -219,6 +223,28 @@ impl Subscriber {
             problem: state.problem.clone(),
             errors,
         }
+    }
+}
+
+impl Source for ConsulSdConfig {
+    fn kind(&self) -> &'static str {
+        "consul_sd"
+    }
+
+    fn describe(&self) -> String {
+        ConsulSdConfig::describe(self)
+    }
+
+    fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Source) -> bool {
+        same_config(self, other)
     }
 }
 

@@ -3,9 +3,7 @@
 //! refreshes, and the published [`ServicesState`]. See the module doc of
 //! [`crate::source::consul`] for the strategy.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +16,7 @@ use super::client::{next_index, Answer, Client, ConsulError};
 use super::config::ConsulSdConfig;
 use super::labels::{service_groups, HealthCheck, LabelOptions};
 use super::ServicesState;
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::source::SourceError;
 use crate::targetgroup::Fragment;
@@ -54,31 +53,9 @@ const RECENT_ERRORS: usize = 64;
 /// Check indexes kept to explain catalog index moves.
 const TOUCHED: usize = 1024;
 
-/// A random number, for jitter (no RNG dependency needed for this).
-fn random() -> u64 {
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-/// Exponential backoff with jitter.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    /// The delay before the next try after one more failure.
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = BACKOFF_BASE.saturating_mul(1u32 << self.failures.min(16));
-        self.failures = self.failures.saturating_add(1);
-        let cap = exp.min(BACKOFF_CAP);
-        let half = cap / 2;
-        half + Duration::from_millis(random() % (half.as_millis() as u64).max(1))
-    }
-
-    /// After a success.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
+/// The backoff of every watch and refresh after errors.
+fn backoff() -> Backoff {
+    Backoff::new(BACKOFF_BASE, BACKOFF_CAP)
 }
 
 /// Rate limit of one blocking watch: at least [`MIN_GAP`] between calls,
@@ -141,7 +118,7 @@ async fn blocking_loop<T, F, Fut>(
 {
     let mut index = 0;
     let mut limit = RateLimit::new();
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -553,7 +530,7 @@ async fn connect(
     tx: &watch::Sender<Arc<ServicesState>>,
     stop: &CancellationToken,
 ) -> Option<(Arc<Client>, String, u64)> {
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     let mut errors = 0u64;
     let fail = |e: &ConsulError, errors: &mut u64| {
         tracing::warn!(server = %config.server, error = %e, "consul watcher cannot start yet");
@@ -660,7 +637,7 @@ pub(super) async fn run(
         nodes: BTreeMap::new(),
         retry: BTreeSet::new(),
         retry_at: Instant::now(),
-        retry_backoff: Backoff::default(),
+        retry_backoff: backoff(),
         problems: BTreeMap::new(),
         initial_read: false,
         synced: false,
@@ -880,19 +857,5 @@ mod tests {
         // Blocking on the last index; a fresh read (no index) after it went
         // backwards.
         assert_eq!(sent.lock().unwrap()[..4], [0, 5, 5, 0]);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= BACKOFF_CAP);
-        }
-        let late = b.next_delay();
-        assert!(late >= BACKOFF_CAP / 2, "{late:?}");
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 }

@@ -26,7 +26,11 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Outbox, SourceError, Update};
+use std::any::Any;
+
+use super::{
+    same_config, Change, Outbox, Source, SourceContext, SourceError, SourceFuture, Update,
+};
 use crate::config::FileSdConfig;
 pub use parse::{parse_file, FileError};
 pub use scan::{Scan, Scanner};
@@ -44,6 +48,28 @@ const MAX_SETTLE: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a failing listing or read.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+impl Source for FileSdConfig {
+    fn kind(&self) -> &'static str {
+        "file_sd"
+    }
+
+    fn describe(&self) -> String {
+        format!("file_sd_configs {}", self.files.join(", "))
+    }
+
+    fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Source) -> bool {
+        same_config(self, other)
+    }
+}
 
 /// Runs one file_sd config: a full scan (after which the source is synced,
 /// even if some files are invalid, as in Prometheus), then a rescan on every

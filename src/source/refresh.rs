@@ -1,0 +1,107 @@
+//! The loop polling sources share, as Prometheus's `refresh.Discovery`:
+//! one round at start, then one every `interval` or when woken (a
+//! PostgreSQL `NOTIFY`, say). A round yields all the source's groups; the
+//! first success replaces, later ones patch its one part, and a round that
+//! changed nothing sends no part. A failed round keeps the last good groups,
+//! reports the error, and is retried with backoff and jitter (never later
+//! than the next regular round).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+use super::{Change, Part, SourceContext, SourceError, Update};
+use crate::backoff::Backoff;
+use crate::targetgroup::{Fragment, TargetGroup};
+
+/// The key of the one part a polling source has.
+pub const PART_KEY: &str = "";
+
+/// First retry after a failed round; doubles up to the interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs rounds of `refresh` until `ctx.shutdown` is cancelled or the
+/// merger is gone.
+pub async fn run<F, Fut>(
+    ctx: &SourceContext,
+    interval: Duration,
+    wake: Option<Arc<Notify>>,
+    mut refresh: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<TargetGroup>, SourceError>>,
+{
+    let interval = interval.max(Duration::from_millis(100));
+    let mut backoff = Backoff::new(FIRST_RETRY, interval);
+    let mut sent: Option<Arc<Fragment>> = None;
+    let labels = ctx.out.labels();
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = refresh() => r,
+        };
+        if let Some(m) = ctx.out.metrics() {
+            m.refresh_round(&labels, started.elapsed(), result.is_ok());
+        }
+        let next = match result {
+            Ok(groups) => {
+                backoff.reset();
+                // Serializing 100,000 targets is CPU work: off the workers.
+                let fragment = tokio::task::spawn_blocking(move || Fragment::new(&groups))
+                    .await
+                    .map(Arc::new);
+                let Ok(fragment) = fragment else { return };
+                let change = match &sent {
+                    None => Change::Replace(vec![Part::serialized(PART_KEY, fragment.clone())]),
+                    Some(old) if **old == *fragment => Change::None,
+                    Some(_) => Change::Patch(vec![Part::serialized(PART_KEY, fragment.clone())]),
+                };
+                sent = Some(fragment);
+                let update = Update {
+                    source: ctx.out.id,
+                    change,
+                    synced: true,
+                    problem: None,
+                    errors: Vec::new(),
+                };
+                if ctx.out.send(update).await.is_err() {
+                    return;
+                }
+                started + interval
+            }
+            Err(e) => {
+                tracing::warn!(
+                    job = %ctx.out.job, source = %ctx.out.name, error = %e.message,
+                    "refresh failed; the last good targets stay served"
+                );
+                let update = Update {
+                    source: ctx.out.id,
+                    change: Change::None,
+                    synced: false,
+                    problem: Some(e.message.clone()),
+                    errors: vec![e],
+                };
+                if ctx.out.send(update).await.is_err() {
+                    return;
+                }
+                Instant::now() + backoff.next_delay()
+            }
+        };
+        // A wake-up during the round left a permit: it is not lost.
+        let woken = async {
+            match &wake {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = sleep_until(next) => {}
+            _ = woken => {}
+        }
+    }
+}
