@@ -693,6 +693,42 @@ fn consul_fault_429_keeps_last_good() {
     );
 }
 
+/// Issue 8: `Retry-After: 18446744073709551615` made the watcher panic
+/// ("overflow when adding duration to instant") while `/metrics` still
+/// said up and no change was served again. The delay is now clamped: the
+/// source reports the error, keeps its last good body and lives on.
+#[test]
+fn consul_retry_after_overflow_is_clamped() {
+    let c = FakeConsul::start();
+    web_1_passing(&c);
+    let dir = Dir::new();
+    let bridge = Bridge::start(&config(&dir, &[("j", &c, &[])]));
+    let good = bridge.get("/http_sd/j");
+    wait_armed(&c, 2);
+    c.inject(
+        "/v1/health/service/",
+        Fault::TooManyRequests {
+            retry_after_secs: u64::MAX,
+        },
+    );
+    c.register(ServiceInstance::new("n1", "web", 9101).id("web-2"));
+    c.set_check_status("n1", "service:web-2", "passing");
+    poll_until(Duration::from_secs(20), "the 429 reported", || {
+        let errors = bridge
+            .metric("sdbridge_source_errors_total", &["job=\"j\""])
+            .unwrap_or(0.0);
+        let up = bridge.metric("sdbridge_source_up", &["job=\"j\""]);
+        (errors > 0.0 && up == Some(0.0)).then_some(())
+    });
+    let r = bridge.get("/http_sd/j");
+    assert_eq!((r.status, &r.body), (200, &good.body));
+    let log = bridge.log();
+    assert!(!log.contains("panicked") && !log.contains("overflow"), "{log}");
+    // The watches still work: a catalog change that needs no service
+    // read (a service vanishing) is still seen by the blocking queries.
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+}
+
 #[test]
 fn consul_index_reset_is_handled() {
     let c = FakeConsul::start();
