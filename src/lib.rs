@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod duration;
 pub mod gopath;
 pub mod http;
+pub mod http_client;
 pub mod merge;
 pub mod metrics;
 pub mod snapshot;

@@ -723,7 +723,10 @@ fn consul_retry_after_overflow_is_clamped() {
     let r = bridge.get("/http_sd/j");
     assert_eq!((r.status, &r.body), (200, &good.body));
     let log = bridge.log();
-    assert!(!log.contains("panicked") && !log.contains("overflow"), "{log}");
+    assert!(
+        !log.contains("panicked") && !log.contains("overflow"),
+        "{log}"
+    );
     // The watches still work: a catalog change that needs no service
     // read (a service vanishing) is still seen by the blocking queries.
     assert_eq!(bridge.get("/-/healthy").status, 200);
@@ -844,6 +847,59 @@ fn consul_identical_blocks_share_one_watcher() {
 
 // ---------------------------------------------------------------------------
 // 8. Bounded connections
+
+/// Issue 8: the bound is per Consul server, not per `consul_sd_configs`
+/// entry. Two different entries (one filters by tag) against one agent,
+/// each `max_connections: 5`, share five connection slots: two blocking
+/// watches each, and one for reads.
+#[test]
+fn two_configs_against_one_server_share_its_connection_slots() {
+    let c = FakeConsul::start_with(Options {
+        jitter: false,
+        ..Options::default()
+    });
+    node_with_serf(&c, "n1");
+    for i in 0..30 {
+        let name = format!("svc-{i:02}");
+        c.register(
+            ServiceInstance::new("n1", &name, 9000 + i)
+                .id(&name)
+                .tags(&["t"]),
+        );
+        c.set_check_status("n1", &format!("service:{name}"), "passing");
+    }
+    let dir = Dir::new();
+    let bridge = Bridge::start(&config(
+        &dir,
+        &[
+            ("a", &c, &["max_connections: 5"]),
+            ("b", &c, &["max_connections: 5", "tags: [t]"]),
+        ],
+    ));
+    assert_eq!(groups(&bridge.get("/http_sd/a").text()).len(), 30);
+    assert_eq!(groups(&bridge.get("/http_sd/b").text()).len(), 30);
+    wait_armed(&c, 4);
+    c.set_check_status("n1", "serfHealth", "critical");
+    for job in ["/http_sd/a", "/http_sd/b"] {
+        wait_served(
+            &bridge,
+            job,
+            Duration::from_secs(30),
+            "every service critical",
+            |b| {
+                let i = instances(b);
+                i.len() == 30 && i.iter().all(|(_, _, h)| h == "critical")
+            },
+        );
+    }
+    let s = c.stats();
+    assert!(
+        s.peak_connections <= 5,
+        "peak {} connections, shared bound 5",
+        s.peak_connections
+    );
+    assert_eq!(s.rejected_connections, 0);
+}
 
 #[test]
 fn consul_connections_stay_within_max_connections() {

@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::config::{ConsulSdConfig, Secret};
-use super::transport::{tls_config, Connector, TlsMaterial};
+use crate::http_client::slots::{self, ServerKey};
+use crate::http_client::transport::{tls_config, Connector, TlsMaterial};
 use crate::metrics::Metrics;
 
 /// `wait` of blocking queries: Prometheus's 2 minutes. Longer waits would
@@ -152,6 +153,8 @@ pub struct Client {
     /// always finds an idle connection or a free connection slot, so it
     /// never waits inside the pool.
     permits: Arc<Semaphore>,
+    /// Keeps this server's shared slots alive while the client is.
+    _slots: Arc<slots::ServerSlots>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
     pub health_state_progress: CallProgress,
@@ -235,8 +238,20 @@ impl Client {
             insecure_skip_verify: tls.insecure_skip_verify,
         })
         .map_err(ConsulError::Setup)?;
-        let connector =
-            Connector::new(config.max_connections, rustls, server_name, CONNECT_TIMEOUT);
+        let slots = slots::for_server(
+            ServerKey {
+                scheme: config.scheme.as_str().to_string(),
+                authority: config.server.clone(),
+                server_name: server_name.clone().unwrap_or_default(),
+            },
+            config.max_connections,
+        );
+        let connector = Connector::new(
+            slots.connections.clone(),
+            rustls,
+            server_name,
+            CONNECT_TIMEOUT,
+        );
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_connections)
             .pool_idle_timeout(2 * WAIT)
@@ -253,7 +268,8 @@ impl Client {
         Ok(Client {
             http,
             base,
-            permits: Arc::new(Semaphore::new(config.max_connections)),
+            permits: slots.requests.clone(),
+            _slots: slots,
             config,
             token,
             metrics,

@@ -76,7 +76,7 @@
 pub mod client;
 pub mod config;
 pub mod labels;
-pub mod transport;
+
 pub mod watch;
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! How the Consul client reaches Consul: a hyper-util connector that opens
-//! TCP (and TLS, with rustls) connections, each holding one of
-//! `max_connections` slots for as long as it is open.
+//! How HTTP-speaking sources reach their servers: a hyper-util connector
+//! that opens TCP (and TLS, with rustls) connections, each holding one of
+//! its server's connection slots ([`super::slots`]) for as long as it is
+//! open.
 //!
 //! Why not a request semaphore over a ready-made client: a pooled client
 //! races a new connection against an idle one being returned, so capping
@@ -165,15 +166,15 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector allowing `max_connections` open connections.
+    /// A connector whose connections each hold one of `slots`.
     pub fn new(
-        max_connections: usize,
+        slots: Arc<Semaphore>,
         tls: ClientConfig,
         server_name: Option<String>,
         connect_timeout: Duration,
     ) -> Connector {
         Connector {
-            slots: Arc::new(Semaphore::new(max_connections)),
+            slots,
             tls: TlsConnector::from(Arc::new(tls)),
             server_name: server_name.map(Into::into),
             connect_timeout,
