@@ -3,6 +3,10 @@
 //! ([`transport`]), and the per-server slots ([`slots`]) that bound how many
 //! connections and requests all sources together have open to one server.
 
+pub mod client;
 pub mod config;
 pub mod slots;
 pub mod transport;
+
+/// Default of `limits.max_input_size`: the most bytes one answer may have.
+pub const DEFAULT_MAX_INPUT: usize = 64 << 20;

@@ -9,18 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, USER_AGENT};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER, USER_AGENT};
+use http::{StatusCode, Uri};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::config::{ConsulSdConfig, Secret};
-use crate::http_client::slots::{self, ServerKey};
-use crate::http_client::transport::{tls_config, Connector, TlsMaterial};
+use crate::http_client::client::{auth_header, parse_retry_after, HttpClient};
+use crate::http_client::DEFAULT_MAX_INPUT as MAX_ANSWER;
 use crate::metrics::Metrics;
 
 /// `wait` of blocking queries: Prometheus's 2 minutes. Longer waits would
@@ -34,11 +31,6 @@ pub const BLOCKING_TIMEOUT: Duration = Duration::from_secs(120 + 120 / 16 + 15);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Most bytes of an error body kept in messages.
 const MAX_ERROR_BODY: usize = 512;
-/// Redirects followed before giving up (Go's limit).
-const MAX_REDIRECTS: usize = 10;
-/// Time to open a connection (TCP, then TLS).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Go's `url.QueryEscape` set: everything but `A-Za-z0-9-_.~` is escaped
 /// (space then becomes `+`).
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
@@ -141,9 +133,8 @@ pub fn next_index(previous: u64, returned: u64) -> u64 {
 
 /// The client of one watcher.
 pub struct Client {
-    /// hyper-util's pooled client over a connector that holds one of
-    /// `max_connections` slots per open connection.
-    http: HttpClient<Connector, Empty<Bytes>>,
+    /// The pooled client over this server's shared connection slots.
+    http: HttpClient,
     /// `scheme://server` + `path_prefix`.
     base: String,
     config: Arc<ConsulSdConfig>,
@@ -153,8 +144,6 @@ pub struct Client {
     /// always finds an idle connection or a free connection slot, so it
     /// never waits inside the pool.
     permits: Arc<Semaphore>,
-    /// Keeps this server's shared slots alive while the client is.
-    _slots: Arc<slots::ServerSlots>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
     pub health_state_progress: CallProgress,
@@ -192,70 +181,21 @@ impl Drop for Finished<'_> {
     }
 }
 
-fn read_file(path: &str, what: &str) -> Result<Vec<u8>, ConsulError> {
-    std::fs::read(path)
-        .map_err(|e| ConsulError::Setup(format!("unable to read {what} {path}: {e}")))
-}
-
-/// PEM material from `file` if set, else given `inline`, else none.
-fn pem(file: &str, inline: &str, what: &str) -> Result<Option<Vec<u8>>, ConsulError> {
-    if !file.is_empty() {
-        read_file(file, what).map(Some)
-    } else {
-        Ok((!inline.is_empty()).then(|| inline.as_bytes().to_vec()))
-    }
-}
-
-/// A secret given inline or in a file (read now, trimmed, as Prometheus's
-/// `FileSecret` does on every request).
-fn secret(inline: &str, file: &str, what: &str) -> Result<String, ConsulError> {
-    if file.is_empty() {
-        return Ok(inline.to_string());
-    }
-    let bytes = read_file(file, what)?;
-    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
-}
-
 impl Client {
     /// Builds the client; fails on unreadable or invalid TLS material.
     pub fn new(
         config: Arc<ConsulSdConfig>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Client, ConsulError> {
-        let tls = &config.tls_config;
-        let ca = pem(&tls.ca_file, &tls.ca, "CA certificate")?;
-        let client = match pem(&tls.cert_file, &tls.cert, "client certificate")? {
-            Some(cert) => {
-                let key = pem(&tls.key_file, &tls.key.0, "client key")?.unwrap_or_default();
-                Some((cert, key))
-            }
-            None => None,
-        };
-        let server_name = (!tls.server_name.is_empty()).then(|| tls.server_name.clone());
-        let rustls = tls_config(&TlsMaterial {
-            ca,
-            client,
-            insecure_skip_verify: tls.insecure_skip_verify,
-        })
-        .map_err(ConsulError::Setup)?;
-        let slots = slots::for_server(
-            ServerKey {
-                scheme: config.scheme.as_str().to_string(),
-                authority: config.server.clone(),
-                server_name: server_name.clone().unwrap_or_default(),
-            },
+        let http = HttpClient::new(
+            config.scheme.as_str(),
+            &config.server,
+            &config.tls_config,
+            config.follow_redirects,
             config.max_connections,
-        );
-        let connector = Connector::new(
-            slots.connections.clone(),
-            rustls,
-            server_name,
-            CONNECT_TIMEOUT,
-        );
-        let http = HttpClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_connections)
-            .pool_idle_timeout(2 * WAIT)
-            .build(connector);
+            2 * WAIT,
+        )
+        .map_err(ConsulError::Setup)?;
         let prefix = if config.path_prefix.is_empty() || config.path_prefix.starts_with('/') {
             config.path_prefix.clone()
         } else {
@@ -265,11 +205,11 @@ impl Client {
         base.parse::<Uri>()
             .map_err(|e| ConsulError::Setup(format!("invalid Consul URL {base:?}: {e}")))?;
         let token = config.token.clone().or_else(token_from_env);
+        let permits = http.requests().clone();
         Ok(Client {
             http,
             base,
-            permits: slots.requests.clone(),
-            _slots: slots,
+            permits,
             config,
             token,
             metrics,
@@ -385,20 +325,13 @@ impl Client {
         if let Some(token) = self.token.as_ref().filter(|t| !t.0.is_empty()) {
             h.insert("X-Consul-Token", value(token.0.clone())?);
         }
-        if let Some(b) = &self.config.basic_auth {
-            let user = secret(&b.username, &b.username_file, "username file")?;
-            let pass = secret(&b.password.0, &b.password_file, "password file")?;
-            h.insert(
-                AUTHORIZATION,
-                value(format!(
-                    "Basic {}",
-                    base64(format!("{user}:{pass}").as_bytes())
-                ))?,
-            );
-        }
-        if let Some(a) = &self.config.authorization {
-            let creds = secret(&a.credentials.0, &a.credentials_file, "credentials file")?;
-            h.insert(AUTHORIZATION, value(format!("{} {creds}", a.kind))?);
+        let auth = auth_header(
+            self.config.basic_auth.as_ref(),
+            self.config.authorization.as_ref(),
+        )
+        .map_err(ConsulError::Setup)?;
+        if let Some(auth) = auth {
+            h.insert(AUTHORIZATION, auth);
         }
         h.insert(
             USER_AGENT,
@@ -500,56 +433,20 @@ impl Client {
         Ok(Answer { index, body })
     }
 
-    /// Sends a GET and reads the whole answer, following redirects when
-    /// configured (credentials are not sent to another host).
+    /// Sends a GET and reads the whole answer (credentials are not sent
+    /// to another host on a redirect).
     async fn exchange(
         &self,
-        mut uri: Uri,
-        mut headers: HeaderMap,
+        uri: Uri,
+        headers: HeaderMap,
     ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-        let origin = uri.authority().cloned();
-        let mut redirects = 0;
-        loop {
-            let mut request = Request::get(uri.clone())
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
-            *request.headers_mut() = headers.clone();
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let status = response.status();
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .map(str::to_string);
-            if let (true, true, Some(location)) = (
-                self.config.follow_redirects,
-                status.is_redirection(),
-                location,
-            ) {
-                redirects += 1;
-                if redirects > MAX_REDIRECTS {
-                    return Err(format!("stopped after {MAX_REDIRECTS} redirects"));
-                }
-                uri = resolve_location(&uri, &location)
-                    .ok_or_else(|| format!("invalid redirect location {location:?}"))?;
-                if uri.authority() != origin.as_ref() {
-                    headers.remove(AUTHORIZATION);
-                    headers.remove("X-Consul-Token");
-                }
-                continue;
-            }
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| error_chain(&e))?
-                .to_bytes();
-            return Ok((parts.status, parts.headers, body));
-        }
+        let token = HeaderName::from_static("x-consul-token");
+        let fetched = self
+            .http
+            .get(uri, headers, &[token], MAX_ANSWER)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((fetched.status, fetched.headers, fetched.body))
     }
 
     fn observe(&self, endpoint: &str, code: &str, started: Instant) {
@@ -590,78 +487,10 @@ fn escape(s: &str) -> String {
         .replace("%20", "+")
 }
 
-/// A redirect's `Location`, absolute or relative to `base`.
-fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
-    if location.contains("://") {
-        return location.parse().ok();
-    }
-    let path = if location.starts_with('/') {
-        location.to_string()
-    } else {
-        let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
-        format!("{dir}/{location}")
-    };
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(path.parse().ok()?);
-    Uri::from_parts(parts).ok()
-}
-
-/// `Retry-After` as seconds or an HTTP date, clamped
-/// ([`crate::backoff::clamp`]): a server cannot park a watch for ages.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    parse_retry_after_unclamped(v).map(crate::backoff::clamp)
-}
-
-fn parse_retry_after_unclamped(v: &str) -> Option<Duration> {
-    if let Ok(secs) = v.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
-}
-
-/// Standard base64 with padding, for the basic auth header.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_client::client::{base64, resolve_location};
 
     #[test]
     fn query_is_encoded_like_go_url_values() {
