@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::duration::PromDuration;
 use crate::gopath;
 pub use crate::source::consul::config::ConsulSdConfig;
+pub use crate::source::http_sd::HttpSdConfig;
 use crate::targetgroup::TargetGroup;
 use crate::yaml;
 
@@ -98,6 +99,9 @@ pub struct JobConfig {
     /// Prometheus's `consul_sd_configs`.
     #[serde(default)]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
+    /// Prometheus's `http_sd_configs`: other HTTP SD servers, cached.
+    #[serde(default)]
+    pub http_sd_configs: Vec<HttpSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
@@ -119,8 +123,6 @@ pub struct JobConfig {
     gce_sd_configs: Option<NotSupported>,
     #[serde(default)]
     hetzner_sd_configs: Option<NotSupported>,
-    #[serde(default)]
-    http_sd_configs: Option<NotSupported>,
     #[serde(default)]
     kubernetes_sd_configs: Option<NotSupported>,
     #[serde(default)]
@@ -347,6 +349,9 @@ impl Config {
             for consul in &mut job.consul_sd_configs {
                 consul.set_directory(&config.base_dir);
             }
+            for http in &mut job.http_sd_configs {
+                http.set_directory(&config.base_dir);
+            }
         }
         Ok(config)
     }
@@ -452,6 +457,18 @@ mod tests {
             ("jobs:\n  - job_name: [a]\n", ":2:15: jobs[0].job_name: invalid type"),
             ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
             ("jobs:\n  - job_name: ''\n", ":2:5: job_name is empty"),
+            (
+                "jobs:\n  - job_name: a\n    http_sd_configs: [{url: 'ftp://127.0.0.1/x'}]\n",
+                ":3:29: jobs[0].http_sd_configs[0].url: URL scheme must be 'http' or 'https'",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    http_sd_configs: [{url: 'http://127.0.0.1/x', oauth2: {}}]\n",
+                "jobs[0].http_sd_configs[0].oauth2: not supported by sdbridge yet",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    http_sd_configs: [{url: 'http://127.0.0.1/x', authorization: {type: Basic}}]\n",
+                "use \"basic_auth\" instead",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();

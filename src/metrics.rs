@@ -97,6 +97,8 @@ pub struct Metrics {
     consul_request_seconds: Family<ConsulEndpointLabels, Histogram, fn() -> Histogram>,
     file_sd_scans: Family<SourceLabels, Counter>,
     refresh_seconds: Family<RefreshLabels, Histogram, fn() -> Histogram>,
+    upstream_requests: Family<RefreshLabels, Counter>,
+    upstream_seconds: Family<SourceLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
     /// Error kinds counted per source, so a removed source's error series
     /// can be removed too (a `Family` cannot be listed).
@@ -133,6 +135,8 @@ impl Metrics {
             ),
             file_sd_scans: Family::default(),
             refresh_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
+            upstream_requests: Family::default(),
+            upstream_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
             error_kinds: Mutex::default(),
             registry: Registry::default(),
@@ -223,6 +227,16 @@ impl Metrics {
             m.file_sd_reads.clone(),
         );
         registry.register(
+            "http_sd_requests",
+            "Requests of http_sd sources to their upstream, by HTTP status code (outcome; \"error\" or \"timeout\" without a response)",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "http_sd_request_duration_seconds",
+            "Duration of requests of http_sd sources to their upstream",
+            m.upstream_seconds.clone(),
+        );
+        registry.register(
             "source_refresh_duration_seconds",
             "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
             m.refresh_seconds.clone(),
@@ -254,7 +268,17 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .remove(labels)
             .unwrap_or_default();
+        self.upstream_seconds.remove(labels);
         for error in kinds {
+            if let Some(code) = error.strip_prefix("code:") {
+                self.upstream_requests.remove(&RefreshLabels {
+                    job: labels.job.clone(),
+                    source: labels.source.clone(),
+                    kind: labels.kind.clone(),
+                    outcome: code.to_string(),
+                });
+                continue;
+            }
             self.source_errors.remove(&ErrorLabels {
                 job: labels.job.clone(),
                 source: labels.source.clone(),
@@ -346,6 +370,27 @@ impl Metrics {
     pub fn file_sd_scan(&self, labels: &SourceLabels, reads: u64) {
         self.file_sd_scans.get_or_create(labels).inc();
         self.file_sd_reads.get_or_create(labels).inc_by(reads);
+    }
+
+    /// Counts one request of an http_sd source to its upstream.
+    pub fn upstream_request(&self, labels: &SourceLabels, code: &str, took: Duration) {
+        self.error_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels.clone())
+            .or_default()
+            .insert(format!("code:{code}"));
+        self.upstream_requests
+            .get_or_create(&RefreshLabels {
+                job: labels.job.clone(),
+                source: labels.source.clone(),
+                kind: labels.kind.clone(),
+                outcome: code.to_string(),
+            })
+            .inc();
+        self.upstream_seconds
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
     }
 
     /// Records one refresh round of a polling source.

@@ -12,4 +12,5 @@ mod e2e_consul;
 mod fake_consul;
 mod file_sd;
 mod http;
+mod http_sd;
 mod reload;

@@ -184,3 +184,88 @@ pub struct Authorization {
     #[serde(default)]
     pub(crate) credentials_ref: Option<NotSupported>,
 }
+
+/// prometheus/common's `HTTPClientConfig.Validate` for the auth fields, with
+/// its messages: at most one of `basic_auth`, `authorization` and the
+/// deprecated `bearer_token[_file]` (which become an `authorization` of
+/// type `Bearer`); an `authorization` type defaults to `Bearer`.
+pub fn validate_auth(
+    basic_auth: Option<BasicAuth>,
+    authorization_in: Option<Authorization>,
+    bearer_token: Secret,
+    bearer_token_file: String,
+) -> Result<(Option<BasicAuth>, Option<Authorization>), String> {
+    let bearer = !bearer_token.0.is_empty();
+    let bearer_file = !bearer_token_file.is_empty();
+    if bearer && bearer_file {
+        return Err("at most one of bearer_token & bearer_token_file must be configured".into());
+    }
+    if basic_auth.is_some() && (bearer || bearer_file) {
+        return Err("at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured".into());
+    }
+    if let Some(b) = &basic_auth {
+        if !b.username.is_empty() && !b.username_file.is_empty() {
+            return Err("at most one of basic_auth username, username_file & username_ref must be configured".into());
+        }
+        if !b.password.0.is_empty() && !b.password_file.is_empty() {
+            return Err("at most one of basic_auth password, password_file & password_ref must be configured".into());
+        }
+    }
+    let mut authorization = authorization_in;
+    if let Some(a) = &mut authorization {
+        if bearer || bearer_file {
+            return Err(
+                "authorization is not compatible with bearer_token & bearer_token_file".into(),
+            );
+        }
+        if !a.credentials.0.is_empty() && !a.credentials_file.is_empty() {
+            return Err(
+                "at most one of authorization credentials & credentials_file must be configured"
+                    .into(),
+            );
+        }
+        a.kind = a.kind.trim().to_string();
+        if a.kind.is_empty() {
+            a.kind = "Bearer".to_string();
+        }
+        if a.kind.eq_ignore_ascii_case("basic") {
+            return Err(
+                r#"authorization type cannot be set to "basic", use "basic_auth" instead"#.into(),
+            );
+        }
+        if basic_auth.is_some() {
+            return Err(
+                "at most one of basic_auth, oauth2 & authorization must be configured".into(),
+            );
+        }
+    } else if bearer || bearer_file {
+        authorization = Some(Authorization {
+            kind: "Bearer".to_string(),
+            credentials: bearer_token,
+            credentials_file: bearer_token_file,
+            credentials_ref: None,
+        });
+    }
+    Ok((basic_auth, authorization))
+}
+
+/// Joins the file paths of the client settings to `base_dir`, as
+/// Prometheus's `SetDirectory` does.
+pub fn set_directory(
+    base_dir: &str,
+    tls: &mut TlsConfig,
+    basic_auth: Option<&mut BasicAuth>,
+    authorization: Option<&mut Authorization>,
+) {
+    let join = |p: &mut String| *p = crate::gopath::join_dir(base_dir, p);
+    join(&mut tls.ca_file);
+    join(&mut tls.cert_file);
+    join(&mut tls.key_file);
+    if let Some(b) = basic_auth {
+        join(&mut b.username_file);
+        join(&mut b.password_file);
+    }
+    if let Some(a) = authorization {
+        join(&mut a.credentials_file);
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod consul;
 pub mod file;
+pub mod http_sd;
 pub mod refresh;
 pub mod r#static;
 mod supervise;
@@ -68,7 +69,8 @@ pub type SourceConfig = Arc<dyn Source>;
 
 /// The sources of a job in serving order: `static_configs` first (all as
 /// one source, as Prometheus treats them), then each `file_sd_configs`,
-/// `consul_sd_configs` entry, in config order.
+/// `consul_sd_configs`, `sql_sd_configs`, `http_sd_configs` entry, in config
+/// order (contract section 5).
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
     let mut sources: Vec<SourceConfig> = Vec::new();
     if !job.static_configs.is_empty() {
@@ -78,6 +80,9 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.consul_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
+    for c in &job.http_sd_configs {
         sources.push(Arc::new(c.clone()));
     }
     sources

@@ -1,6 +1,7 @@
 //! The loop polling sources share, as Prometheus's `refresh.Discovery`:
 //! one round at start, then one every `interval` or when woken (a
-//! PostgreSQL `NOTIFY`, say). A round yields all the source's groups; the
+//! PostgreSQL `NOTIFY`, say). A round yields all the source's groups (or
+//! `None`: unchanged, as an upstream's `304` says); the
 //! first success replaces, later ones patch its one part, and a round that
 //! changed nothing sends no part. A failed round keeps the last good groups,
 //! reports the error, and is retried with backoff and jitter (never later
@@ -32,7 +33,7 @@ pub async fn run<F, Fut>(
     mut refresh: F,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Vec<TargetGroup>, SourceError>>,
+    Fut: Future<Output = Result<Option<Vec<TargetGroup>>, SourceError>>,
 {
     let interval = interval.max(Duration::from_millis(100));
     let mut backoff = Backoff::new(FIRST_RETRY, interval);
@@ -48,7 +49,22 @@ pub async fn run<F, Fut>(
             m.refresh_round(&labels, started.elapsed(), result.is_ok());
         }
         let next = match result {
-            Ok(groups) => {
+            Ok(None) => {
+                // The upstream says nothing changed (a 304).
+                backoff.reset();
+                let update = Update {
+                    source: ctx.out.id,
+                    change: Change::None,
+                    synced: sent.is_some(),
+                    problem: None,
+                    errors: Vec::new(),
+                };
+                if ctx.out.send(update).await.is_err() {
+                    return;
+                }
+                started + interval
+            }
+            Ok(Some(groups)) => {
                 backoff.reset();
                 // Serializing 100,000 targets is CPU work: off the workers.
                 let fragment = tokio::task::spawn_blocking(move || Fragment::new(&groups))

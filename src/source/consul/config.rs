@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use crate::config::NotSupported;
 use crate::duration::PromDuration;
-use crate::gopath;
 use crate::yaml;
 
 /// Prometheus's default `server`.
@@ -27,7 +26,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// connection for fetching services.
 pub const MIN_MAX_CONNECTIONS: usize = 3;
 
-pub use crate::http_client::config::{Authorization, BasicAuth, Scheme, Secret, TlsConfig};
+pub use crate::http_client::config::{
+    validate_auth, Authorization, BasicAuth, Scheme, Secret, TlsConfig,
+};
 
 /// A `server` value checked where it is written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -254,64 +255,20 @@ impl TryFrom<RawConsulSdConfig> for ConsulSdConfig {
                 "at most one of consul SD token, authorization, or oauth2 can be configured".into(),
             );
         }
-        // prometheus/common HTTPClientConfig.Validate.
-        let bearer = !raw.bearer_token.0.is_empty();
-        let bearer_file = !raw.bearer_token_file.is_empty();
-        if bearer && bearer_file {
+        if token.is_some()
+            && raw.authorization.is_none()
+            && (!raw.bearer_token.0.is_empty() || !raw.bearer_token_file.is_empty())
+        {
             return Err(
-                "at most one of bearer_token & bearer_token_file must be configured".into(),
+                "at most one of consul SD token, authorization, or oauth2 can be configured".into(),
             );
         }
-        if basic_auth.is_some() && (bearer || bearer_file) {
-            return Err("at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured".into());
-        }
-        if let Some(b) = &basic_auth {
-            if !b.username.is_empty() && !b.username_file.is_empty() {
-                return Err("at most one of basic_auth username, username_file & username_ref must be configured".into());
-            }
-            if !b.password.0.is_empty() && !b.password_file.is_empty() {
-                return Err("at most one of basic_auth password, password_file & password_ref must be configured".into());
-            }
-        }
-        let mut authorization = raw.authorization;
-        if let Some(a) = &mut authorization {
-            if bearer || bearer_file {
-                return Err(
-                    "authorization is not compatible with bearer_token & bearer_token_file".into(),
-                );
-            }
-            if !a.credentials.0.is_empty() && !a.credentials_file.is_empty() {
-                return Err("at most one of authorization credentials & credentials_file must be configured".into());
-            }
-            a.kind = a.kind.trim().to_string();
-            if a.kind.is_empty() {
-                a.kind = "Bearer".to_string();
-            }
-            if a.kind.eq_ignore_ascii_case("basic") {
-                return Err(
-                    r#"authorization type cannot be set to "basic", use "basic_auth" instead"#
-                        .into(),
-                );
-            }
-            if basic_auth.is_some() {
-                return Err(
-                    "at most one of basic_auth, oauth2 & authorization must be configured".into(),
-                );
-            }
-        } else if bearer || bearer_file {
-            if token.is_some() {
-                return Err(
-                    "at most one of consul SD token, authorization, or oauth2 can be configured"
-                        .into(),
-                );
-            }
-            authorization = Some(Authorization {
-                kind: "Bearer".to_string(),
-                credentials: raw.bearer_token,
-                credentials_file: raw.bearer_token_file,
-                credentials_ref: None,
-            });
-        }
+        let (basic_auth, authorization) = validate_auth(
+            basic_auth,
+            raw.authorization,
+            raw.bearer_token,
+            raw.bearer_token_file,
+        )?;
         raw.tls_config.validate()?;
 
         // Consul's Go client: "scheme://host:port/prefix" in the address.
@@ -361,17 +318,12 @@ impl ConsulSdConfig {
     /// Resolves relative file paths against `base_dir` (Prometheus's
     /// `SetDirectory`/`JoinDir`).
     pub fn set_directory(&mut self, base_dir: &str) {
-        let join = |p: &mut String| *p = gopath::join_dir(base_dir, p);
-        join(&mut self.tls_config.ca_file);
-        join(&mut self.tls_config.cert_file);
-        join(&mut self.tls_config.key_file);
-        if let Some(b) = &mut self.basic_auth {
-            join(&mut b.username_file);
-            join(&mut b.password_file);
-        }
-        if let Some(a) = &mut self.authorization {
-            join(&mut a.credentials_file);
-        }
+        crate::http_client::config::set_directory(
+            base_dir,
+            &mut self.tls_config,
+            self.basic_auth.as_mut(),
+            self.authorization.as_mut(),
+        );
     }
 
     /// Short description for the status page and logs (no secrets).
