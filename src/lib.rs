@@ -5,20 +5,30 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML config, strict, errors with `file:line:col`.
-//! - [`source`]: one tokio task per source ([`source::file`],
-//!   [`source::static`], [`source::consul`]), each sending full-replacement
-//!   [`source::Update`]s whose parts it has serialized once, job-free
-//!   ([`targetgroup::Fragment`]).
-//! - [`merge`]: the one task owning all parts; splices job names into the
+//! - [`source`]: where targets come from. Each kind implements
+//!   [`source::Source`] in its own module ([`source::static`],
+//!   [`source::file`], [`source::consul`], [`source::http_sd`]); one tokio
+//!   task per configured source, run under [`source::supervise`] (a task
+//!   that ends or panics is reported and restarted), sends
+//!   full-replacement [`source::Update`]s of parts it has serialized once,
+//!   job-free ([`targetgroup::Fragment`]). Polling sources share
+//!   [`source::refresh`].
+//! - [`http_client`]: what HTTP-speaking sources share: client settings,
+//!   the connector, per-server connection slots, one GET.
+//! - [`daemon`]: the [`daemon::Runtime`] of running sources, kept across
+//!   reloads (unchanged sources keep running), `serve` and `dump`.
+//! - [`merge`]: the one merger (a thread of its own) owning all parts;
+//!   reconfigured by a [`merge::Layout`], it splices job names into the
 //!   changed jobs' bodies (no JSON work) and publishes a
-//!   [`snapshot::Snapshot`] through `ArcSwap`.
+//!   [`snapshot::Snapshot`] through `ArcSwap`; one gzip thread follows.
 //! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.
 //! - [`status`]: the HTML status page; [`metrics`]: `/metrics`.
-//! - [`daemon`]: wiring for `serve` and `dump`; [`cli`]: the commands.
+//! - [`cli`]: the commands.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
-//!   data model and Go's path rules, ported where exact parity matters.
+//!   data model and Go's path rules, ported where exact parity matters;
+//!   [`backoff`]: backoff with jitter and the clamp on server-given delays.
 
 pub mod backoff;
 pub mod cli;

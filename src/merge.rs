@@ -8,7 +8,7 @@
 //! keeps serving its last body until its new sources have synced, and no
 //! handover can let an older snapshot replace a newer one. It runs on a
 //! thread of its own, so rendering and hashing large bodies never occupies
-//! the async workers that answer HTTP; gzip runs on another ([`Compressor`]).
+//! the async workers that answer HTTP; gzip runs on another (`Compressor`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex};

@@ -1,7 +1,7 @@
 //! A small Consul HTTP client: the query parameters Consul's Go client
 //! (`consul/api`, as Prometheus uses it) sends, blocking-query index rules,
 //! auth headers, redirects, a cap on concurrent requests (connections are
-//! capped by [`super::transport`]), and metrics.
+//! capped by [`crate::http_client::transport`]), and metrics.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -34,7 +34,7 @@
 //! the dirty services are then read, non-blocking, from
 //! `/v1/health/service/<name>` (with `tag=`, `health_filter`), over at
 //! most `max_connections` connections, counting the two watches (each
-//! connection holds a slot while open: [`transport`]). When
+//! connection holds a slot while open: [`crate::http_client::transport`]). When
 //! nothing changes Consul sees two requests every [`client::WAIT`] (2 min,
 //! Prometheus's value); a change is served within about
 //! `DEBOUNCE` + one request.
