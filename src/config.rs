@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::duration::PromDuration;
 use crate::gopath;
 pub use crate::source::consul::config::ConsulSdConfig;
+pub use crate::source::sql::SqlSdConfig;
 use crate::targetgroup::TargetGroup;
 use crate::yaml;
 
@@ -98,6 +99,9 @@ pub struct JobConfig {
     /// Prometheus's `consul_sd_configs`.
     #[serde(default)]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
+    /// sdbridge's `sql_sd_configs`: targets from an inventory database.
+    #[serde(default)]
+    pub sql_sd_configs: Vec<SqlSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
@@ -346,6 +350,9 @@ impl Config {
             }
             for consul in &mut job.consul_sd_configs {
                 consul.set_directory(&config.base_dir);
+            }
+            for sql in &mut job.sql_sd_configs {
+                sql.set_directory(&config.base_dir);
             }
         }
         Ok(config)

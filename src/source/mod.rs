@@ -5,6 +5,7 @@
 
 pub mod consul;
 pub mod file;
+pub mod sql;
 pub mod r#static;
 
 use std::sync::Arc;
