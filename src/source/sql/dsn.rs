@@ -2,8 +2,12 @@
 //! status page, and scrubbing of its secrets out of driver messages.
 
 use std::fmt;
+use std::str::FromStr;
 
 use percent_encoding::percent_decode_str;
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::SqlError;
 use crate::gopath;
@@ -99,12 +103,20 @@ impl Dsn {
             return Err(invalid("no host"));
         }
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Ok(Dsn {
+        let dsn = Dsn {
             backend,
             url: format!("{scheme}://{rest}"),
             redacted: format!("{scheme}://{authority}{tail}"),
             secrets,
-        })
+        };
+        // What the driver would refuse at connect time, refused now.
+        let checked = match backend {
+            Backend::Mysql => MySqlConnectOptions::from_str(&dsn.url).map(drop),
+            Backend::Postgres => PgConnectOptions::from_str(&dsn.url).map(drop),
+            Backend::Sqlite => SqliteConnectOptions::from_str(&dsn.url).map(drop),
+        };
+        checked.map_err(|e| invalid(&dsn.scrub(&e.to_string())))?;
+        Ok(dsn)
     }
 
     /// Makes a relative SQLite path relative to `base_dir` (the config
@@ -291,6 +303,12 @@ mod tests {
             ("sqlite://:memory:", "in-memory"),
             ("mysql://u:topsecret@/db", "no host"),
             ("mysql://u:top secret@h/db", "whitespace"),
+            ("mysql://u:topsecret@h:port/db", "invalid dsn: "),
+            (
+                "postgres://u:topsecret@h/db?sslmode=sometimes",
+                "invalid dsn: ",
+            ),
+            ("sqlite:///x.db?mode=sideways", "invalid dsn: "),
         ];
         for (text, want) in cases {
             let err = Dsn::parse(text).unwrap_err();
