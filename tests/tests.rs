@@ -1,5 +1,6 @@
 //! Integration tests: the real `sdbridge` binary, real files, real
-//! Prometheus and VictoriaMetrics where installed.
+//! Prometheus and VictoriaMetrics where installed, real MariaDB and
+//! PostgreSQL servers for the SQL source.
 
 #[macro_use]
 mod macros;
@@ -13,3 +14,6 @@ mod fake_consul;
 mod file_sd;
 mod http;
 mod reload;
+mod sql;
+mod sql_safety;
+mod sql_util;
