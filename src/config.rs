@@ -17,6 +17,7 @@ use crate::duration::PromDuration;
 use crate::gopath;
 pub use crate::source::consul::config::ConsulSdConfig;
 pub use crate::source::http_sd::HttpSdConfig;
+pub use crate::source::sql::SqlSdConfig;
 use crate::targetgroup::TargetGroup;
 use crate::yaml;
 
@@ -99,6 +100,9 @@ pub struct JobConfig {
     /// Prometheus's `consul_sd_configs`.
     #[serde(default)]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
+    /// sdbridge's `sql_sd_configs`: targets from an inventory database.
+    #[serde(default)]
+    pub sql_sd_configs: Vec<SqlSdConfig>,
     /// Prometheus's `http_sd_configs`: other HTTP SD servers, cached.
     #[serde(default)]
     pub http_sd_configs: Vec<HttpSdConfig>,
@@ -348,6 +352,9 @@ impl Config {
             }
             for consul in &mut job.consul_sd_configs {
                 consul.set_directory(&config.base_dir);
+            }
+            for sql in &mut job.sql_sd_configs {
+                sql.set_directory(&config.base_dir);
             }
             for http in &mut job.http_sd_configs {
                 http.set_directory(&config.base_dir);

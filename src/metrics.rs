@@ -98,6 +98,7 @@ pub struct Metrics {
     file_sd_scans: Family<SourceLabels, Counter>,
     refresh_seconds: Family<RefreshLabels, Histogram, fn() -> Histogram>,
     upstream_requests: Family<RefreshLabels, Counter>,
+    sql_rows: Family<SourceLabels, Gauge>,
     upstream_seconds: Family<SourceLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
     /// Error kinds counted per source, so a removed source's error series
@@ -136,6 +137,7 @@ impl Metrics {
             file_sd_scans: Family::default(),
             refresh_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             upstream_requests: Family::default(),
+            sql_rows: Family::default(),
             upstream_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
             error_kinds: Mutex::default(),
@@ -227,6 +229,11 @@ impl Metrics {
             m.file_sd_reads.clone(),
         );
         registry.register(
+            "sql_rows",
+            "Rows the last successful query of an sql_sd source returned",
+            m.sql_rows.clone(),
+        );
+        registry.register(
             "http_sd_requests",
             "Requests of http_sd sources to their upstream, by HTTP status code (outcome; \"error\" or \"timeout\" without a response)",
             m.upstream_requests.clone(),
@@ -269,6 +276,7 @@ impl Metrics {
             .remove(labels)
             .unwrap_or_default();
         self.upstream_seconds.remove(labels);
+        self.sql_rows.remove(labels);
         for error in kinds {
             if let Some(code) = error.strip_prefix("code:") {
                 self.upstream_requests.remove(&RefreshLabels {
@@ -391,6 +399,11 @@ impl Metrics {
         self.upstream_seconds
             .get_or_create(labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Records the rows of an sql_sd source's last successful query.
+    pub fn sql_rows(&self, labels: &SourceLabels, rows: usize) {
+        self.sql_rows.get_or_create(labels).set(rows as i64);
     }
 
     /// Records one refresh round of a polling source.

@@ -27,7 +27,7 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    fn prometheus(binary: &Path, config: &Path, data: &Path) -> Consumer {
+    pub(crate) fn prometheus(binary: &Path, config: &Path, data: &Path) -> Consumer {
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
@@ -41,7 +41,7 @@ impl Consumer {
         Consumer::ready(child, port, "prometheus", "/-/ready")
     }
 
-    fn victoria_metrics(binary: &Path, config: &Path, data: &Path) -> Consumer {
+    pub(crate) fn victoria_metrics(binary: &Path, config: &Path, data: &Path) -> Consumer {
         Consumer::victoria_metrics_with(binary, config, data, &[])
     }
 

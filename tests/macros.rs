@@ -8,3 +8,14 @@ macro_rules! require_binary {
         }
     };
 }
+
+/// Creates a database fixture (`MariaDb`, `Postgres`, in scope), or returns
+/// from the test when its server is missing (see `tests/sql_util.rs`).
+macro_rules! fixture {
+    ($kind:ident) => {
+        match $kind::create() {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}

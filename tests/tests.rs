@@ -1,5 +1,6 @@
 //! Integration tests: the real `sdbridge` binary, real files, real
-//! Prometheus and VictoriaMetrics where installed.
+//! Prometheus and VictoriaMetrics where installed, real MariaDB and
+//! PostgreSQL servers for the SQL source.
 
 #[macro_use]
 mod macros;
@@ -14,3 +15,7 @@ mod file_sd;
 mod http;
 mod http_sd;
 mod reload;
+mod sql;
+mod sql_safety;
+mod sql_source;
+mod sql_util;

@@ -15,6 +15,7 @@ pub mod consul;
 pub mod file;
 pub mod http_sd;
 pub mod refresh;
+pub mod sql;
 pub mod r#static;
 mod supervise;
 
@@ -80,6 +81,9 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.consul_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
+    for c in &job.sql_sd_configs {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.http_sd_configs {

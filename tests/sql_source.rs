@@ -1,0 +1,173 @@
+//! `sql_sd_configs` as a user runs it: the real binary against real
+//! MariaDB and PostgreSQL (throwaway databases from `sql_util`), and real
+//! Prometheus and VictoriaMetrics consuming the job.
+
+use std::time::Duration;
+
+use crate::e2e::{Consumer, DROP_ALL};
+use crate::sql_util::{MariaDb, Postgres, PASSWORD};
+use crate::util::{groups, poll_until, run_cli, Bridge, Dir};
+
+const SEED: &str = "CREATE TABLE hosts (address VARCHAR(64) NOT NULL, dbms VARCHAR(16), service_name VARCHAR(64), db_name VARCHAR(64), role VARCHAR(16));
+INSERT INTO hosts VALUES ('127.0.0.1:9104', 'MySQL', 'My서비스', '프라이머리', 'primary'), ('127.0.0.2:9104', 'MySQL', 'My서비스', '세컨더리', 'replica'), ('127.0.0.3:9104', 'MySQL', 'My서비스', '세컨더리', 'replica');";
+
+const QUERY: &str = "SELECT address AS __address__, dbms, service_name, db_name, role FROM hosts";
+
+fn config(dir: &Dir, dsn: &str, extra: &str) -> std::path::PathBuf {
+    dir.write(
+        "sdbridge.yml",
+        &format!(
+            "jobs:\n  - job_name: inventory\n    sql_sd_configs:\n      - dsn: '{dsn}'\n        query: \"{QUERY}\"\n{extra}"
+        ),
+    )
+}
+
+fn targets(body: &str) -> Vec<String> {
+    let mut t: Vec<String> = groups(body).into_iter().flat_map(|g| g.0).collect();
+    t.sort();
+    t
+}
+
+fn assert_no_password(bridge: &Bridge) {
+    for (what, text) in [
+        ("log", bridge.log()),
+        ("/metrics", bridge.get("/metrics").text()),
+        ("status page", bridge.get("/").text()),
+    ] {
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is in the {what}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn mariadb_changes_are_polled_and_a_lost_table_keeps_the_last_good_targets() {
+    let Some(db) = MariaDb::create() else { return };
+    db.exec(SEED);
+    let dir = Dir::new();
+    let bridge = Bridge::start_unready(&config(&dir, &db.dsn(), "        refresh_interval: 1s\n"));
+    let body = bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    let g = groups(&body);
+    assert!(g.iter().all(|(_, l)| l["service_name"] == "My서비스"));
+    db.exec(
+        "INSERT INTO hosts VALUES ('127.0.0.4:9104', 'MySQL', 'My서비스', '세컨더리', 'replica')",
+    );
+    let good = bridge.wait_body("/http_sd/inventory", "a new row", |b| targets(b).len() == 4);
+
+    // The table goes away: the last good targets stay, the error shows.
+    db.exec("RENAME TABLE hosts TO hosts_away");
+    let up = || bridge.metric("sdbridge_source_up", &["job=\"inventory\""]);
+    poll_until(Duration::from_secs(20), "source down", || {
+        (up() == Some(0.0)).then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/inventory").text(), good);
+    assert!(
+        bridge.get("/").text().contains("hosts"),
+        "the error names the table"
+    );
+    assert!(bridge.metric("sdbridge_source_errors_total", &["error=\"sql_query\""]) >= Some(1.0));
+    db.exec("RENAME TABLE hosts_away TO hosts");
+    poll_until(Duration::from_secs(20), "source up again", || {
+        (up() == Some(1.0)).then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/inventory").text(), good);
+    assert!(bridge.metric("sdbridge_sql_rows", &["job=\"inventory\""]) == Some(4.0));
+    assert_no_password(&bridge);
+
+    // `dump` prints the body, and not the password.
+    let out = run_cli(Some(dir.tmp.path()), ["dump", "--config", "sdbridge.yml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(targets(&String::from_utf8_lossy(&out.stdout)).len(), 4);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+}
+
+/// A change is served at once on `NOTIFY`, with an hourly refresh.
+#[test]
+fn postgres_notify_is_served_at_once() {
+    let Some(db) = Postgres::create() else { return };
+    db.exec(SEED);
+    let dir = Dir::new();
+    let bridge = Bridge::start_unready(&config(
+        &dir,
+        &db.dsn(),
+        "        refresh_interval: 1h\n        notify_channel: inventory\n",
+    ));
+    bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    // Once the LISTEN is in place, a notification refreshes at once.
+    poll_until(Duration::from_secs(20), "LISTEN connection", || {
+        let n = db.admin("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'");
+        (n.trim() != "0").then_some(())
+    });
+    db.exec("INSERT INTO hosts VALUES ('127.0.0.9:9104', 'MySQL', 'My서비스', '세컨더리', 'replica'); NOTIFY inventory;");
+    bridge.wait_body("/http_sd/inventory", "the notified row", |b| {
+        b.contains("127.0.0.9:9104")
+    });
+    assert_no_password(&bridge);
+}
+
+/// Prometheus and VictoriaMetrics consuming the SQL job through
+/// `http_sd_configs` discover exactly the inventory's labels.
+#[test]
+fn prometheus_and_victoria_metrics_discover_the_inventory() {
+    let Some(prometheus) = crate::util::require_binary("prometheus") else {
+        return;
+    };
+    let Some(victoria) = crate::util::require_binary("victoria-metrics") else {
+        return;
+    };
+    let Some(db) = MariaDb::create() else { return };
+    db.exec(SEED);
+    let dir = Dir::new();
+    let bridge = Bridge::start(&config(&dir, &db.dsn(), ""));
+    let scrape = dir.write(
+        "scrape.yml",
+        &format!(
+            "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: inventory\n    http_sd_configs:\n      - url: http://{}/http_sd/inventory\n{DROP_ALL}",
+            bridge.addr
+        ),
+    );
+    let consumers = [
+        Consumer::prometheus(&prometheus, &scrape, &dir.path("prom-data")),
+        Consumer::victoria_metrics(&victoria, &scrape, &dir.path("vm-data")),
+    ];
+    for consumer in &consumers {
+        let found = poll_until(Duration::from_secs(60), consumer.name, || {
+            let dropped = consumer.dropped();
+            let labels = dropped.get("inventory")?.clone();
+            (labels.len() == 3).then_some(labels)
+        });
+        let mut seen: Vec<(String, String, String)> = found
+            .iter()
+            .map(|l| {
+                assert_eq!(l["service_name"], "My서비스", "{}", consumer.name);
+                assert_eq!(l["dbms"], "MySQL", "{}", consumer.name);
+                assert_eq!(l["__meta_sdbridge_job"], "inventory", "{}", consumer.name);
+                (
+                    l["__address__"].clone(),
+                    l["db_name"].clone(),
+                    l["role"].clone(),
+                )
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "127.0.0.1:9104".into(),
+                    "프라이머리".into(),
+                    "primary".into()
+                ),
+                ("127.0.0.2:9104".into(), "세컨더리".into(), "replica".into()),
+                ("127.0.0.3:9104".into(), "세컨더리".into(), "replica".into()),
+            ],
+            "{}",
+            consumer.name
+        );
+    }
+}
