@@ -171,3 +171,60 @@ fn prometheus_and_victoria_metrics_discover_the_inventory() {
         );
     }
 }
+
+/// `examples/seed-sql.yml` over `examples/inventory/inventory.sql`, as the
+/// README's walk-through runs them, on both databases.
+#[test]
+fn the_seed_inventory_example_serves_the_seed_targets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema = std::fs::read_to_string(root.join("examples/inventory/inventory.sql")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/seed-sql.yml")).unwrap();
+    let example_dsn = "mysql://sdbridge:change-me@127.0.0.1:3306/inventory";
+    assert!(example.contains(example_dsn));
+    let check = run_cli(Some(root), ["check", "examples/seed-sql.yml"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let mut dsns = Vec::new();
+    let maria = MariaDb::create();
+    if let Some(db) = &maria {
+        db.exec(&schema);
+        dsns.push(db.dsn());
+    }
+    let pg = Postgres::create();
+    if let Some(db) = &pg {
+        db.exec(&schema);
+        dsns.push(db.dsn());
+    }
+    let mut bodies = Vec::new();
+    for dsn in dsns {
+        let dir = Dir::new();
+        dir.write("seed-sql.yml", &example.replace(example_dsn, &dsn));
+        let out = run_cli(Some(dir.tmp.path()), ["dump", "--config", "seed-sql.yml"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            targets(&body),
+            [
+                "127.0.0.1:9100",
+                "127.0.0.1:9104",
+                "127.0.0.2:9100",
+                "127.0.0.2:9104",
+                "127.0.0.3:9100",
+                "127.0.0.3:9104"
+            ]
+        );
+        assert!(body.contains("\"db_name\":\"프라이머리\""), "{body}");
+        bodies.push(body);
+    }
+    // The same rows give the same bytes on either database.
+    if let [a, b] = &bodies[..] {
+        assert_eq!(a, b);
+    }
+}
