@@ -301,3 +301,24 @@ fn failed_listing_keeps_groups_and_accept_backs_off() {
         (bridge.metric("sdbridge_source_up", SOURCE) == Some(1.0)).then_some(())
     });
 }
+
+/// Issue 8: a FIFO matched by a glob would block a reader forever. It is
+/// reported as a read error and never opened; answers go on.
+#[test]
+fn a_fifo_is_an_error_not_a_stall() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path("sd/pipe.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bridge = start(&dir);
+    bridge.wait_body("/http_sd/db", "the regular file", |b| b.contains("127.0.0.1:9100"));
+    poll_until(Duration::from_secs(10), "the FIFO reported", || {
+        bridge.get("/").text().contains("pipe.json: not a regular file").then_some(())
+    });
+    assert_eq!(bridge.metric("sdbridge_source_up", SOURCE), Some(0.0));
+    dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
+    bridge.wait_body("/http_sd/db", "later changes", |b| b.contains("127.0.0.2:9100"));
+}

@@ -228,3 +228,161 @@ fn the_seed_inventory_example_serves_the_seed_targets() {
         assert_eq!(a, b);
     }
 }
+
+/// A PostgreSQL of the test's own (a temporary data directory, a free
+/// port, run as the unprivileged `postgres` user), so it can be stopped and
+/// started without touching the shared server.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").is_file());
+        let Some(bin) = bin else {
+            if std::env::var("SDBRIDGE_REQUIRE_E2E").as_deref() == Ok("1") {
+                panic!("no /usr/lib/postgresql/*/bin/initdb and SDBRIDGE_REQUIRE_E2E=1");
+            }
+            eprintln!("SKIPPED: no /usr/lib/postgresql/*/bin/initdb");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("chown")
+            .args(["postgres:postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let pg = PrivatePostgres {
+            dir,
+            bin,
+            port: crate::util::free_port(),
+        };
+        pg.as_postgres(&[
+            "initdb",
+            "-D",
+            &pg.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+        ]);
+        pg.up();
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.path().display())
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = format!("{}/log", self.dir.path().display());
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &options,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    fn down(&self) {
+        self.as_postgres(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn sql(&self, sql: &str) {
+        let host = self.dir.path().display().to_string();
+        let port = self.port.to_string();
+        self.as_postgres(&[
+            "psql",
+            "-X",
+            "-q",
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The database restarts mid-run: the last good targets stay served (and
+/// the job ready) while it is down, and the connection is opened again.
+#[test]
+fn a_database_restart_keeps_the_targets_and_reconnects() {
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    pg.sql(SEED);
+    let dir = Dir::new();
+    let dsn = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let bridge = Bridge::start_unready(&config(
+        &dir,
+        &dsn,
+        "        refresh_interval: 1s\n        notify_channel: inventory\n",
+    ));
+    let good = bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    pg.down();
+    let up = || bridge.metric("sdbridge_source_up", &["job=\"inventory\""]);
+    poll_until(Duration::from_secs(20), "source down", || {
+        (up() == Some(0.0)).then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/inventory").text(), good);
+    assert_eq!(bridge.get("/-/ready").status, 200);
+    pg.up();
+    poll_until(Duration::from_secs(30), "source up again", || {
+        (up() == Some(1.0)).then_some(())
+    });
+    pg.sql(
+        "INSERT INTO hosts VALUES ('127.0.0.8:9104', 'MySQL', 'My서비스', '세컨더리', 'replica')",
+    );
+    bridge.wait_body("/http_sd/inventory", "a row after the restart", |b| {
+        b.contains("127.0.0.8:9104")
+    });
+}
