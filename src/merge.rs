@@ -417,31 +417,34 @@ impl Merger {
 
 /// One thread compressing new bodies, latest first in spirit: a body that
 /// was superseded before its turn (nobody else holds it) is skipped, so a
-/// burst of changes costs one compression per job, not one per change.
+/// burst of changes costs one compression per job, not one per change. It
+/// sleeps until there is work (no timer), and ends with the merger.
 struct Compressor {
-    queue: Arc<(Mutex<Vec<Arc<Rendered>>>, Condvar)>,
+    queue: Arc<(Mutex<Pending>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Pending {
+    bodies: Vec<Arc<Rendered>>,
+    closed: bool,
 }
 
 impl Compressor {
     fn spawn() -> Compressor {
-        let queue: Arc<(Mutex<Vec<Arc<Rendered>>>, Condvar)> = Arc::default();
+        let queue: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
         let worker = queue.clone();
         let started = std::thread::Builder::new()
             .name("sdbridge-gzip".into())
             .spawn(move || loop {
                 let (lock, ready) = &*worker;
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-                while pending.is_empty() {
-                    // The merger is gone and nothing is left: stop.
-                    if Arc::strong_count(&worker) == 1 {
-                        return;
-                    }
-                    pending = ready
-                        .wait_timeout(pending, std::time::Duration::from_secs(1))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                while pending.bodies.is_empty() && !pending.closed {
+                    pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
                 }
-                let batch = std::mem::take(&mut *pending);
+                if pending.bodies.is_empty() {
+                    return;
+                }
+                let batch = std::mem::take(&mut pending.bodies);
                 drop(pending);
                 for rendered in batch {
                     // Superseded while waiting: nobody can serve it.
@@ -461,7 +464,18 @@ impl Compressor {
             return;
         }
         let (lock, ready) = &*self.queue;
-        lock.lock().unwrap_or_else(|e| e.into_inner()).extend(fresh);
+        lock.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bodies
+            .extend(fresh);
+        ready.notify_one();
+    }
+}
+
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        let (lock, ready) = &*self.queue;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         ready.notify_one();
     }
 }

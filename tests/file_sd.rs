@@ -314,11 +314,19 @@ fn a_fifo_is_an_error_not_a_stall() {
         .unwrap();
     assert!(made.success());
     let bridge = start(&dir);
-    bridge.wait_body("/http_sd/db", "the regular file", |b| b.contains("127.0.0.1:9100"));
+    bridge.wait_body("/http_sd/db", "the regular file", |b| {
+        b.contains("127.0.0.1:9100")
+    });
     poll_until(Duration::from_secs(10), "the FIFO reported", || {
-        bridge.get("/").text().contains("pipe.json: not a regular file").then_some(())
+        bridge
+            .get("/")
+            .text()
+            .contains("pipe.json: not a regular file")
+            .then_some(())
     });
     assert_eq!(bridge.metric("sdbridge_source_up", SOURCE), Some(0.0));
     dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
-    bridge.wait_body("/http_sd/db", "later changes", |b| b.contains("127.0.0.2:9100"));
+    bridge.wait_body("/http_sd/db", "later changes", |b| {
+        b.contains("127.0.0.2:9100")
+    });
 }
