@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
@@ -347,8 +348,9 @@ where
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut grouper = Grouper::new(&refs)?;
-    let rows = statement.query().fetch_all(&mut *conn).await?;
-    for row in &rows {
+    // Streamed: only the grouped labels are kept, never every row at once.
+    let mut rows = statement.query().fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
         let mut values = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             values.push(value(name, row.try_get_raw(i)?)?);
