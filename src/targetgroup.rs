@@ -114,7 +114,9 @@ pub struct TargetGroup {
     pub labels: LabelSet,
 }
 
-fn deserialize_targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// `targets` as Go reads a `[]string`: `null` is empty, a `null` entry
+/// the empty string.
+pub fn deserialize_targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let targets = Option::<Vec<Option<String>>>::deserialize(d)?;
     Ok(targets
         .unwrap_or_default()

@@ -45,6 +45,7 @@ pub struct SlotId(pub u64);
 pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One kind of source, as configured: Prometheus's discoverer `Config`.
+/// A kind implements this and `PartialEq` (for [`Configured::same`]).
 pub trait Source: fmt::Debug + Send + Sync + 'static {
     /// Short name of the mechanism, a metric label (`file_sd`).
     fn kind(&self) -> &'static str;
@@ -53,20 +54,29 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
     /// Runs until `ctx.shutdown` is cancelled or the merger is gone. A
     /// return before that counts as a failure and the source is restarted.
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture;
-    /// For [`same_config`]: the config as `Any`.
+}
+
+/// A source as the runtime holds it: comparable with another of any kind.
+pub trait Configured: Source {
+    /// The config as `Any`, for [`Configured::same`].
     fn as_any(&self) -> &dyn Any;
     /// Whether `other` has exactly this configuration, secrets included:
     /// a reload keeps such a source running.
-    fn same(&self, other: &dyn Source) -> bool;
+    fn same(&self, other: &dyn Configured) -> bool;
 }
 
-/// [`Source::same`] for configs that are `PartialEq`.
-pub fn same_config<T: PartialEq + 'static>(this: &T, other: &dyn Source) -> bool {
-    other.as_any().downcast_ref::<T>() == Some(this)
+impl<T: Source + PartialEq> Configured for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Configured) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
 }
 
 /// A configured source of one job.
-pub type SourceConfig = Arc<dyn Source>;
+pub type SourceConfig = Arc<dyn Configured>;
 
 /// The sources of a job in serving order: `static_configs` first (all as
 /// one source, as Prometheus treats them), then each `file_sd_configs`,

@@ -1,13 +1,10 @@
 //! `static_configs`: served exactly as written, synced from the start.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    same_config, Change, Outbox, Part, SlotId, Source, SourceContext, SourceFuture, Update,
-};
+use super::{Change, Outbox, Part, SlotId, Source, SourceContext, SourceFuture, Update};
 use crate::targetgroup::TargetGroup;
 
 /// All `static_configs` of a job, as one source (as in Prometheus).
@@ -25,14 +22,6 @@ impl Source for StaticSource {
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run(self.0.clone(), ctx.out, ctx.shutdown))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn Source) -> bool {
-        same_config(self, other)
     }
 }
 

@@ -67,7 +67,6 @@ pub async fn supervise(source: SourceConfig, ctx: SourceContext) {
 
 #[cfg(test)]
 mod tests {
-    use std::any::Any;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -76,7 +75,7 @@ mod tests {
 
     use super::*;
     use crate::merge::Message;
-    use crate::source::{same_config, Outbox, Part, SlotId, Source, SourceFuture};
+    use crate::source::{Outbox, Part, SlotId, Source, SourceFuture};
 
     /// A test-only kind: sends one group, then panics (first run) or ends
     /// (second run), then behaves.
@@ -97,12 +96,6 @@ mod tests {
         }
         fn describe(&self) -> String {
             "flaky".into()
-        }
-        fn as_any(&self) -> &dyn Any {
-            self
-        }
-        fn same(&self, other: &dyn Source) -> bool {
-            same_config(self, other)
         }
         fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
             Box::pin(async move {

@@ -90,11 +90,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ConsulSdConfig;
 
-use std::any::Any;
-
-use super::{
-    same_config, Change, Outbox, Part, Source, SourceContext, SourceError, SourceFuture, Update,
-};
+use super::{Change, Outbox, Part, Source, SourceContext, SourceError, SourceFuture, Update};
 use crate::metrics::Metrics;
 use crate::targetgroup::Fragment;
 
@@ -237,14 +233,6 @@ impl Source for ConsulSdConfig {
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn Source) -> bool {
-        same_config(self, other)
     }
 }
 

@@ -26,11 +26,7 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use std::any::Any;
-
-use super::{
-    same_config, Change, Outbox, Source, SourceContext, SourceError, SourceFuture, Update,
-};
+use super::{Change, Outbox, Source, SourceContext, SourceError, SourceFuture, Update};
 use crate::config::FileSdConfig;
 pub use parse::{parse_file, FileError};
 pub use scan::{Scan, Scanner};
@@ -60,14 +56,6 @@ impl Source for FileSdConfig {
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn Source) -> bool {
-        same_config(self, other)
     }
 }
 

@@ -15,7 +15,6 @@
 
 pub mod config;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,11 @@ use http::header::{
     IF_NONE_MATCH,
 };
 use http::{StatusCode, Uri};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub use config::HttpSdConfig;
 
-use super::{refresh, same_config, Source, SourceContext, SourceError, SourceFuture};
+use super::{refresh, Source, SourceContext, SourceError, SourceFuture};
 use crate::http_client::client::{auth_header, HttpClient};
 use crate::http_client::DEFAULT_MAX_INPUT;
 use crate::targetgroup::{LabelSet, TargetGroup};
@@ -67,14 +66,6 @@ impl Source for HttpSdConfig {
             })
             .await;
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn Source) -> bool {
-        same_config(self, other)
     }
 }
 
@@ -250,19 +241,10 @@ async fn fetch(
 /// keys ignored, `null` targets and labels empty, label names checked.
 #[derive(Deserialize)]
 struct UpstreamGroup {
-    #[serde(default, deserialize_with = "nullable_targets")]
+    #[serde(default, deserialize_with = "crate::targetgroup::deserialize_targets")]
     targets: Vec<String>,
     #[serde(default)]
     labels: LabelSet,
-}
-
-fn nullable_targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let targets = Option::<Vec<Option<String>>>::deserialize(d)?;
-    Ok(targets
-        .unwrap_or_default()
-        .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect())
 }
 
 /// Parses an HTTP SD answer as Prometheus does, adding `__meta_url`.

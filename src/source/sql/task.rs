@@ -4,7 +4,6 @@
 //! (the refresh loop's backoff with jitter spaces the attempts), with the
 //! DSN read again, so a rotated `dsn_file` is picked up.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::sync::{Mutex, Notify};
 
 use super::{Database, Listener, SqlError, SqlSdConfig};
 use crate::backoff::Backoff;
-use crate::source::{refresh, same_config, Source, SourceContext, SourceError, SourceFuture};
+use crate::source::{refresh, Source, SourceContext, SourceError, SourceFuture};
 
 impl Source for SqlSdConfig {
     fn kind(&self) -> &'static str {
@@ -25,14 +24,6 @@ impl Source for SqlSdConfig {
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run(self, ctx))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn same(&self, other: &dyn Source) -> bool {
-        same_config(self, other)
     }
 }
 
