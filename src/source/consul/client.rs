@@ -314,8 +314,9 @@ impl Client {
             .body)
     }
 
-    /// The auth headers, read now (credential files may be rotated).
-    fn headers(&self) -> Result<HeaderMap, ConsulError> {
+    /// The auth headers, read now (credential files may be rotated); file
+    /// reads happen off the async workers.
+    async fn headers(&self) -> Result<HeaderMap, ConsulError> {
         let mut h = HeaderMap::new();
         let value = |s: String| {
             HeaderValue::from_str(&s).map_err(|_| {
@@ -325,10 +326,25 @@ impl Client {
         if let Some(token) = self.token.as_ref().filter(|t| !t.0.is_empty()) {
             h.insert("X-Consul-Token", value(token.0.clone())?);
         }
-        let auth = auth_header(
-            self.config.basic_auth.as_ref(),
-            self.config.authorization.as_ref(),
-        )
+        let config = self.config.clone();
+        let read = move || auth_header(config.basic_auth.as_ref(), config.authorization.as_ref());
+        let reads_files = self
+            .config
+            .basic_auth
+            .as_ref()
+            .is_some_and(|b| !b.username_file.is_empty() || !b.password_file.is_empty())
+            || self
+                .config
+                .authorization
+                .as_ref()
+                .is_some_and(|a| !a.credentials_file.is_empty());
+        let auth = if reads_files {
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| ConsulError::Setup(e.to_string()))?
+        } else {
+            read()
+        }
         .map_err(ConsulError::Setup)?;
         if let Some(auth) = auth {
             h.insert(AUTHORIZATION, auth);
@@ -365,7 +381,7 @@ impl Client {
             endpoint,
             message: format!("invalid URL {url:?}: {e}"),
         })?;
-        let headers = self.headers()?;
+        let headers = self.headers().await?;
         // The semaphore is never closed; a closed one would mean shutdown.
         let _permit = self
             .permits
