@@ -22,19 +22,8 @@ BIN=${SDBRIDGE_BIN:-./target/release/sdbridge}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/sd"
-python3 - "$work/sd" "$FILES" "$TARGETS_PER_FILE" <<'PY'
-import json, sys
-d, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for f in range(files):
-    groups = []
-    for i in range(per):
-        n = f * per + i
-        groups.append({"targets": [f"127.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}:9104"],
-                       "labels": {"dbms": "MySQL", "service_name": "My서비스",
-                                  "db_name": "프라이머리" if i % 3 == 0 else "세컨더리", "role": "replica"}})
-    with open(f"{d}/db-{f:05d}.json", "w") as out:
-        json.dump(groups, out, ensure_ascii=False)
-PY
+python3 bench/gen_file_sd.py "$work/sd" "$FILES" "$TARGETS_PER_FILE"
+last=$((FILES - 1)); width=${#last}; [ "$width" -ge 4 ] || width=4 # as gen_file_sd.py names them
 cat > "$work/sdbridge.yml" <<YML
 listen: 127.0.0.1:$PORT
 jobs:
@@ -66,7 +55,7 @@ idle "idle:"
 etag() { curl -sI "http://127.0.0.1:$PORT/http_sd/mysql" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}'; }
 : > "$work/latencies"
 for k in $(seq 1 "$CHANGES"); do
-    f="$work/sd/db-$(printf %05d $(( k % FILES ))).json"
+    f="$work/sd/db-$(printf "%0${width}d" $(( k % FILES ))).json"
     before=$(etag)
     changed=$(date +%s%N)
     echo "[{\"targets\": [\"127.255.$((k / 256 % 256)).$((k % 256)):9104\"], \"labels\": {\"change\": \"$k\"}}]" > "$f.tmp"

@@ -17,19 +17,7 @@ cargo build --release -q
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/sd"
-python3 - "$work/sd" "$FILES" "$TARGETS_PER_FILE" <<'PY'
-import json, sys
-d, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for f in range(files):
-    groups = []
-    for i in range(per):
-        n = f * per + i
-        groups.append({"targets": [f"127.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}:9104"],
-                       "labels": {"dbms": "MySQL", "service_name": "My서비스",
-                                  "db_name": "프라이머리" if i % 3 == 0 else "세컨더리", "role": "replica"}})
-    with open(f"{d}/db-{f:04d}.json", "w") as out:
-        json.dump(groups, out, ensure_ascii=False)
-PY
+python3 bench/gen_file_sd.py "$work/sd" "$FILES" "$TARGETS_PER_FILE"
 cat > "$work/sdbridge.yml" <<YML
 listen: 127.0.0.1:$PORT
 jobs:
