@@ -28,6 +28,8 @@ use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
 
 /// Most connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Largest request head (request line and headers) read.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// First pause after a failed `accept` (out of file descriptors).
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 /// Longest pause between `accept` retries.
@@ -64,7 +66,9 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(Duration::from_secs(30))
+        // Request heads over 64 KiB get 431 (CONTRACT section 4).
+        .max_buf_size(MAX_REQUEST_HEAD);
     tokio::pin!(shutdown);
     let mut accept_delay: Option<Duration> = None;
     loop {
@@ -228,7 +232,8 @@ fn route<B>(
 ) -> (String, Response<Full<Bytes>>) {
     let target = Target::of(snapshot, req.uri().path());
     let method = req.method();
-    if method != Method::GET && method != Method::HEAD {
+    let exists = !matches!(target, Target::NotFound | Target::UnknownJob(_));
+    if exists && method != Method::GET && method != Method::HEAD {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         response
             .headers_mut()
@@ -237,7 +242,21 @@ fn route<B>(
     }
     let response = match &target {
         Target::All => serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
-            "not every job has synced yet".to_string()
+            let waiting: Vec<String> = snapshot
+                .jobs
+                .iter()
+                .filter(|j| !j.ready)
+                .flat_map(|j| {
+                    j.sources
+                        .iter()
+                        .filter(|s| !s.synced)
+                        .map(move |s| format!("{}/{}", j.name, s.name))
+                })
+                .collect();
+            format!(
+                "not every job has synced yet (waiting for {})",
+                waiting.join(", ")
+            )
         }),
         Target::Healthy => text(
             StatusCode::OK,

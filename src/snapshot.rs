@@ -60,7 +60,13 @@ impl Rendered {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let last_modified = UNIX_EPOCH + Duration::from_secs(now);
+        // Whole seconds, and always later than the body it replaces: a
+        // client holding the old Last-Modified must not get a 304 for a
+        // body that changed within the same second.
+        let after_previous = previous
+            .and_then(|p| p.last_modified.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() + 1);
+        let last_modified = UNIX_EPOCH + Duration::from_secs(now.max(after_previous));
         Arc::new(Rendered {
             gzip: OnceLock::new(),
             body,
@@ -170,6 +176,17 @@ mod tests {
         assert_ne!(a.etag, c.etag);
         assert_ne!(a.etag, a.gzip_etag);
         assert!(a.etag.to_str().unwrap().starts_with('"'));
+    }
+
+    /// Issue 10: a client holding the Last-Modified of a body replaced
+    /// within the same second must not get a 304 for the new one.
+    #[test]
+    fn last_modified_moves_with_every_change() {
+        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
+        let b = Rendered::new(Bytes::from_static(b"[2]"), 0, 0, Some(&a));
+        let c = Rendered::new(Bytes::from_static(b"[3]"), 0, 0, Some(&b));
+        assert!(b.last_modified > a.last_modified);
+        assert!(c.last_modified > b.last_modified);
     }
 
     #[test]

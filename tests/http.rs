@@ -234,7 +234,11 @@ fn not_synced_job_answers_503_with_retry_after() {
         let r = bridge.get(path);
         assert_eq!(r.status, 503, "{path}");
         assert_eq!(r.header("retry-after"), Some("5"));
-        assert!(r.json()["error"].is_string());
+        let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            message.contains("consul_sd#"),
+            "{path}: names the source: {message}"
+        );
     }
     assert_eq!(bridge.get("/-/ready").status, 503);
     // Consul recovers: the job syncs and is served (an empty catalog is
@@ -250,4 +254,39 @@ fn sigterm_stops_cleanly() {
     assert_eq!(bridge.get("/-/healthy").status, 200);
     let status = bridge.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+/// Issue 10: a path that does not exist is 404 whatever the method, and a
+/// request head over 64 KiB gets 431.
+#[test]
+fn unknown_paths_are_404_for_every_method_and_huge_heads_431() {
+    let dir = Dir::new();
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:9100']}]\n",
+    );
+    let bridge = Bridge::start(&config);
+    for method in ["GET", "POST", "DELETE"] {
+        assert_eq!(bridge.request(method, "/nope", &[]).status, 404, "{method}");
+        assert_eq!(
+            bridge.request(method, "/http_sd/nope", &[]).status,
+            404,
+            "{method}"
+        );
+    }
+    assert_eq!(bridge.request("POST", "/http_sd/a", &[]).status, 405);
+    let big = "x".repeat(200 * 1024);
+    assert_eq!(
+        bridge
+            .request("GET", "/http_sd/a", &[("X-Big", &big)])
+            .status,
+        431
+    );
+    let fine = "x".repeat(8 * 1024);
+    assert_eq!(
+        bridge
+            .request("GET", "/http_sd/a", &[("X-Fine", &fine)])
+            .status,
+        200
+    );
 }
