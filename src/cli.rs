@@ -151,7 +151,9 @@ fn check(file: &std::path::Path) -> ExitCode {
     let mut files = 0;
     for job in &config.jobs {
         for file_sd in &job.file_sd_configs {
-            let scan = Scanner::new(&file_sd.files).scan(true);
+            let scan = Scanner::new(&file_sd.files)
+                .with_limit(file_sd.max_input_size)
+                .scan(true);
             files += scan.parts.len() + scan.new_errors.len();
             for error in &scan.new_errors {
                 println!("{error}");

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration::PromDuration;
 use crate::gopath;
+use crate::size::ByteSize;
 pub use crate::source::consul::config::ConsulSdConfig;
 pub use crate::source::http_sd::HttpSdConfig;
 pub use crate::source::sql::SqlSdConfig;
@@ -68,6 +69,9 @@ pub struct Config {
     /// order, at `/http_sd`.
     #[serde(default)]
     pub jobs: Vec<JobConfig>,
+    /// Bounds on input (CONTRACT section 3).
+    #[serde(default)]
+    pub limits: Limits,
     /// Directory relative paths are resolved against: Go's
     /// `filepath.Dir` of the config path as given, exactly as Prometheus
     /// does, so `__meta_filepath` comes out the same.
@@ -80,6 +84,29 @@ fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN
         .parse()
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9412)))
+}
+
+/// `limits:`, bounds on what sdbridge reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest file_sd file, Consul answer or upstream HTTP SD answer
+    /// (after gzip decoding). Default `64MiB`. Over it: an error for that
+    /// input, whose last good groups stay served.
+    #[serde(default = "default_max_input")]
+    pub max_input_size: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input_size: default_max_input(),
+        }
+    }
+}
+
+fn default_max_input() -> ByteSize {
+    ByteSize(crate::http_client::DEFAULT_MAX_INPUT as u64)
 }
 
 /// One job: the sources whose groups are served together.
@@ -179,6 +206,14 @@ pub struct FileSdConfig {
     /// Default `5m`, as in Prometheus.
     #[serde(default = "default_file_refresh")]
     pub refresh_interval: PromDuration,
+    /// `limits.max_input_size`, set after parsing: a larger file is an
+    /// error and keeps its previous groups.
+    #[serde(skip, default = "default_max_input_bytes")]
+    pub max_input_size: usize,
+}
+
+fn default_max_input_bytes() -> usize {
+    crate::http_client::DEFAULT_MAX_INPUT
 }
 
 fn default_file_refresh() -> PromDuration {
@@ -345,19 +380,23 @@ impl Config {
         }
         config.base_dir = gopath::dir(&path.to_string_lossy());
         for job in &mut config.jobs {
+            let max_input = config.limits.max_input_size.bytes();
             for file_sd in &mut job.file_sd_configs {
                 for file in &mut file_sd.files {
                     *file = gopath::join_dir(&config.base_dir, file);
                 }
+                file_sd.max_input_size = max_input;
             }
             for consul in &mut job.consul_sd_configs {
                 consul.set_directory(&config.base_dir);
+                consul.max_input_size = max_input;
             }
             for sql in &mut job.sql_sd_configs {
                 sql.set_directory(&config.base_dir);
             }
             for http in &mut job.http_sd_configs {
                 http.set_directory(&config.base_dir);
+                http.max_input_size = max_input;
             }
         }
         Ok(config)
@@ -465,6 +504,14 @@ mod tests {
             ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
             ("jobs:\n  - job_name: ''\n", ":2:5: job_name is empty"),
             (
+                "limits: {max_input_size: 5XB}\n",
+                ":1:26: limits.max_input_size: \"5XB\": unknown unit",
+            ),
+            (
+                "limits: {max_input: 1KB}\n",
+                "limits: unknown field `max_input`",
+            ),
+            (
                 "jobs:\n  - job_name: a\n    http_sd_configs: [{url: 'ftp://127.0.0.1/x'}]\n",
                 ":3:29: jobs[0].http_sd_configs[0].url: URL scheme must be 'http' or 'https'",
             ),
@@ -484,6 +531,21 @@ mod tests {
                 "config:\n{text}\nwant: {want}\ngot:  {err}"
             );
         }
+    }
+
+    #[test]
+    fn limits_reach_every_source_that_reads_input() {
+        let c = parse(
+            "limits: {max_input_size: 1KB}\njobs:\n  - job_name: a\n    file_sd_configs: [{files: [a.json]}]\n    consul_sd_configs: [{server: '127.0.0.1:8500'}]\n    http_sd_configs: [{url: 'http://127.0.0.1:1/sd'}]\n",
+        )
+        .unwrap();
+        let job = &c.jobs[0];
+        assert_eq!(job.file_sd_configs[0].max_input_size, 1024);
+        assert_eq!(job.consul_sd_configs[0].max_input_size, 1024);
+        assert_eq!(job.http_sd_configs[0].max_input_size, 1024);
+        let d =
+            parse("jobs:\n  - job_name: a\n    file_sd_configs: [{files: [a.json]}]\n").unwrap();
+        assert_eq!(d.jobs[0].file_sd_configs[0].max_input_size, 64 << 20);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod http;
 pub mod http_client;
 pub mod merge;
 pub mod metrics;
+pub mod size;
 pub mod snapshot;
 pub mod source;
 pub mod status;

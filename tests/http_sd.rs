@@ -288,3 +288,39 @@ fn invalid_answers_keep_the_last_good_groups() {
     }
     assert!(bridge.log().contains("refresh failed"));
 }
+
+/// Issue 10: an upstream answer over `limits.max_input_size` (after gzip
+/// decoding) is an error; the last good groups stay served.
+#[test]
+fn an_answer_over_the_limit_keeps_the_last_good_groups() {
+    let up = Upstream::start(Answer {
+        body: GROUPS.into(),
+        ..Answer::default()
+    });
+    let dir = Dir::new();
+    let config = dir.write(
+        "sdbridge.yml",
+        &format!(
+            "limits: {{max_input_size: 1KB}}\njobs:\n  - job_name: up\n    http_sd_configs: [{{url: '{}', refresh_interval: 1s}}]\n",
+            up.url()
+        ),
+    );
+    let bridge = Bridge::start_unready(&config);
+    let good = bridge.wait_body("/http_sd/up", "first answer", |b| {
+        b.contains("127.0.0.1:9104")
+    });
+    // Highly compressible: small on the wire, over the limit decoded.
+    up.set(|a| a.body = format!(r#"[{{"targets": ["{}"]}}]"#, "1".repeat(4096)));
+    poll_until(Duration::from_secs(10), "the limit reported", || {
+        (bridge
+            .metric(
+                "sdbridge_source_errors_total",
+                &["error=\"http_too_large\""],
+            )
+            .unwrap_or(0.0)
+            > 0.0)
+            .then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/up").text(), good);
+    assert!(up.gzip.load(Ordering::SeqCst) > 0);
+}

@@ -17,7 +17,6 @@ use tokio::sync::Semaphore;
 
 use super::config::{ConsulSdConfig, Secret};
 use crate::http_client::client::{auth_header, parse_retry_after, HttpClient};
-use crate::http_client::DEFAULT_MAX_INPUT as MAX_ANSWER;
 use crate::metrics::Metrics;
 
 /// `wait` of blocking queries: Prometheus's 2 minutes. Longer waits would
@@ -459,7 +458,7 @@ impl Client {
         let token = HeaderName::from_static("x-consul-token");
         let fetched = self
             .http
-            .get(uri, headers, &[token], MAX_ANSWER)
+            .get(uri, headers, &[token], self.config.max_input_size)
             .await
             .map_err(|e| e.to_string())?;
         Ok((fetched.status, fetched.headers, fetched.body))

@@ -231,6 +231,8 @@ pub struct ConsulSdConfig {
     /// once, counting its two blocking watches. Agents refuse more than 200
     /// per client address (429).
     pub max_connections: usize,
+    /// `limits.max_input_size`, set after parsing: the largest answer read.
+    pub max_input_size: usize,
 }
 
 impl TryFrom<RawConsulSdConfig> for ConsulSdConfig {
@@ -310,6 +312,7 @@ impl TryFrom<RawConsulSdConfig> for ConsulSdConfig {
             follow_redirects: raw.follow_redirects,
             vm_tag_labels: raw.vm_tag_labels,
             max_connections: raw.max_connections.0,
+            max_input_size: crate::http_client::DEFAULT_MAX_INPUT,
         })
     }
 }

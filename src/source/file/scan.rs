@@ -7,7 +7,7 @@
 //! error is reported, and [`Scanner::needs_retry`] asks for another look.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -105,6 +105,8 @@ pub struct Scan {
 #[derive(Debug)]
 pub struct Scanner {
     patterns: Vec<Pattern>,
+    /// Largest file read (`limits.max_input_size`).
+    max_input: usize,
     files: BTreeMap<String, FileState>,
     /// Listings that failed in the last scan.
     failed: BTreeMap<String, FileError>,
@@ -130,9 +132,16 @@ impl Scanner {
     pub fn new(files: &[String]) -> Scanner {
         Scanner {
             patterns: files.iter().map(|f| Pattern::new(f)).collect(),
+            max_input: crate::http_client::DEFAULT_MAX_INPUT,
             files: BTreeMap::new(),
             failed: BTreeMap::new(),
         }
+    }
+
+    /// The same scanner, refusing files over `max_input` bytes.
+    pub fn with_limit(mut self, max_input: usize) -> Scanner {
+        self.max_input = max_input;
+        self
     }
 
     /// The paths the patterns match now, like Prometheus's `listFiles`
@@ -238,7 +247,8 @@ impl Scanner {
                 continue;
             }
             scan.reads += 1;
-            let result = read(&path, signature).and_then(|content| parse_file(&path, &content));
+            let result = read(&path, signature, self.max_input)
+                .and_then(|content| parse_file(&path, &content));
             let error = match result {
                 Ok(groups) => {
                     scan.parts.push(Part::new(path.clone(), &groups));
@@ -338,8 +348,9 @@ fn is_symlink(path: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
-/// Reads a listed file; special files are refused without opening them.
-fn read(path: &str, signature: Option<Signature>) -> Result<Vec<u8>, FileError> {
+/// Reads a listed file; special files are refused without opening them,
+/// and so are files over `max` bytes (also one still growing).
+fn read(path: &str, signature: Option<Signature>, max: usize) -> Result<Vec<u8>, FileError> {
     let error = |message: String| FileError {
         path: path.to_string(),
         line: 0,
@@ -350,7 +361,22 @@ fn read(path: &str, signature: Option<Signature>) -> Result<Vec<u8>, FileError> 
     if signature.is_some_and(|s| !s.regular) {
         return Err(error("not a regular file".to_string()));
     }
-    std::fs::read(path).map_err(|e| error(e.to_string()))
+    let too_large = || {
+        error(format!(
+            "larger than limits.max_input_size ({max} bytes); its previous targets stay served"
+        ))
+    };
+    if signature.is_some_and(|s| s.len > max as u64) {
+        return Err(too_large());
+    }
+    let mut content = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut content))
+        .map_err(|e| error(e.to_string()))?;
+    if content.len() > max {
+        return Err(too_large());
+    }
+    Ok(content)
 }
 
 #[cfg(test)]
@@ -491,5 +517,29 @@ mod tests {
         assert!(scan.new_errors[0]
             .to_string()
             .contains("not a regular file"));
+    }
+
+    /// Issue 10: a file over `limits.max_input_size` is an error that keeps
+    /// its previous groups, whether it is over the limit when listed or
+    /// grows past it while read.
+    #[test]
+    fn a_file_over_the_limit_keeps_its_previous_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.json");
+        std::fs::write(&file, r#"[{"targets":["x"]}]"#).unwrap();
+        let mut scanner =
+            Scanner::new(&[format!("{}/*.json", dir.path().display())]).with_limit(64);
+        assert_eq!(scanner.scan(true).parts.len(), 1);
+        let big = format!(r#"[{{"targets":["{}"]}}]"#, "y".repeat(100));
+        std::fs::write(&file, big).unwrap();
+        let scan = scanner.scan(false);
+        assert!(scan.parts.is_empty(), "groups kept");
+        assert!(scan.new_errors[0]
+            .to_string()
+            .contains("larger than limits.max_input_size (64 bytes)"));
+        assert!(
+            read(file.to_str().unwrap(), None, 64).is_err(),
+            "bounded without a size"
+        );
     }
 }

@@ -90,6 +90,9 @@ pub struct HttpSdConfig {
     pub tls_config: TlsConfig,
     /// Follow HTTP redirects (Prometheus's default: true).
     pub follow_redirects: bool,
+    /// `limits.max_input_size`, set after parsing: the largest answer read
+    /// (after gzip decoding).
+    pub max_input_size: usize,
 }
 
 impl TryFrom<RawHttpSdConfig> for HttpSdConfig {
@@ -110,6 +113,7 @@ impl TryFrom<RawHttpSdConfig> for HttpSdConfig {
             authorization,
             tls_config: raw.tls_config,
             follow_redirects: raw.follow_redirects,
+            max_input_size: crate::http_client::DEFAULT_MAX_INPUT,
         })
     }
 }

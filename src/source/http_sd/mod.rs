@@ -9,7 +9,7 @@
 //! without change). The answer must be `200` with a content type matching
 //! `^application/json(;.*)?$`, a JSON array of groups (unknown keys
 //! ignored, as Go's `encoding/json` does), no `null` group, valid label
-//! names; it may be at most 64 MiB, decoded. Every group gets `__meta_url`.
+//! names; it may be at most `limits.max_input_size` (64 MiB), decoded. Every group gets `__meta_url`.
 //! Anything else is an error for that round: the last good groups stay
 //! served, `503` only before the first success.
 
@@ -29,7 +29,6 @@ pub use config::HttpSdConfig;
 
 use super::{refresh, Source, SourceContext, SourceError, SourceFuture};
 use crate::http_client::client::{auth_header, HttpClient};
-use crate::http_client::DEFAULT_MAX_INPUT;
 use crate::targetgroup::{LabelSet, TargetGroup};
 
 /// The label Prometheus puts the upstream URL in.
@@ -177,27 +176,30 @@ async fn fetch(
     };
     // Prometheus times a request out after the refresh interval.
     let timeout = interval.max(Duration::from_secs(1));
-    let fetched =
-        match tokio::time::timeout(timeout, client.get(uri, headers, &[], DEFAULT_MAX_INPUT)).await
-        {
-            Err(_) => {
-                return (
-                    "timeout".into(),
-                    Err(error(
-                        "http_timeout",
-                        format!("{url}: no answer within {timeout:?}"),
-                    )),
-                )
-            }
-            Ok(Err(e)) => {
-                let kind = match e {
-                    crate::http_client::client::FetchError::TooLarge(_) => "http_too_large",
-                    _ => "http_request",
-                };
-                return ("error".into(), Err(error(kind, format!("{url}: {e}"))));
-            }
-            Ok(Ok(f)) => f,
-        };
+    let fetched = match tokio::time::timeout(
+        timeout,
+        client.get(uri, headers, &[], config.max_input_size),
+    )
+    .await
+    {
+        Err(_) => {
+            return (
+                "timeout".into(),
+                Err(error(
+                    "http_timeout",
+                    format!("{url}: no answer within {timeout:?}"),
+                )),
+            )
+        }
+        Ok(Err(e)) => {
+            let kind = match e {
+                crate::http_client::client::FetchError::TooLarge(_) => "http_too_large",
+                _ => "http_request",
+            };
+            return ("error".into(), Err(error(kind, format!("{url}: {e}"))));
+        }
+        Ok(Ok(f)) => f,
+    };
     let code = fetched.status.as_u16().to_string();
     if fetched.status == StatusCode::NOT_MODIFIED && known.is_some() {
         return (code, Ok(None));
