@@ -2,6 +2,7 @@
 //! touching the rest (`serde_yaml` is archived and `serde_yml` unsound).
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// A YAML parse or schema error, with the 1-based position it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,12 +15,20 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// Parses `text` as one YAML document into `T`.
+/// Parses the first YAML document of `text` into `T`, as Prometheus's
+/// `yaml.v2` does: later documents (after a `---`) are ignored, not an
+/// error.
 ///
 /// Plain scalars are handed to string fields as written (`9104` stays
 /// `"9104"`), which is what Prometheus's `yaml.v2` does.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    serde_norway::from_str(text).map_err(|e| {
+    let mut documents = serde_norway::Deserializer::from_str(text);
+    let parsed = match documents.next() {
+        Some(first) => T::deserialize(first),
+        // An empty stream: what an empty document means for `T`.
+        None => serde_norway::from_str(text),
+    };
+    parsed.map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
@@ -77,5 +86,17 @@ mod tests {
     fn plain_scalars_keep_their_text_in_strings() {
         let v: Vec<String> = from_str("[9104, true, 1.0, 0x10]").unwrap();
         assert_eq!(v, ["9104", "true", "1.0", "0x10"]);
+    }
+
+    /// Issue 10: Prometheus's yaml.v2 reads the first document and ignores
+    /// the rest; a file_sd file with more than one is accepted.
+    #[test]
+    fn only_the_first_document_counts() {
+        let v: Vec<String> = from_str("- a\n---\n- b\n").unwrap();
+        assert_eq!(v, ["a"]);
+        let v: Vec<String> = from_str("---\n- a\n...\n---\n[unclosed\n").unwrap();
+        assert_eq!(v, ["a"]);
+        let v: Option<Vec<String>> = from_str("").unwrap();
+        assert_eq!(v, None);
     }
 }

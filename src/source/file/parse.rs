@@ -174,6 +174,10 @@ mod tests {
         assert_eq!(g[0].targets, ["127.0.0.1:9104", ""]);
         assert_eq!(g[0].labels.0["port"], "9104");
         assert_eq!(g[0].labels.0["n"], "");
+        // yaml.v2 reads the first document only (issue 10).
+        let g = parse_file("/a.yml", b"- targets: [a]\n---\n- targets: [b]\n").unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].targets, ["a"]);
         let g = parse_file("/a.json", br#"[{"targets": null, "labels": null}]"#).unwrap();
         assert!(g[0].targets.is_empty());
     }
