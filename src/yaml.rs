@@ -2,7 +2,6 @@
 //! touching the rest (`serde_yaml` is archived and `serde_yml` unsound).
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 /// A YAML parse or schema error, with the 1-based position it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
