@@ -101,6 +101,7 @@ pub struct Metrics {
     sql_rows: Family<SourceLabels, Gauge>,
     upstream_seconds: Family<SourceLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
+    file_sd_polling: Family<SourceLabels, Gauge>,
     /// Error kinds counted per source, so a removed source's error series
     /// can be removed too (a `Family` cannot be listed).
     error_kinds: Mutex<HashMap<SourceLabels, HashSet<String>>>,
@@ -140,6 +141,7 @@ impl Metrics {
             sql_rows: Family::default(),
             upstream_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
+            file_sd_polling: Family::default(),
             error_kinds: Mutex::default(),
             registry: Registry::default(),
         };
@@ -244,6 +246,11 @@ impl Metrics {
             m.upstream_seconds.clone(),
         );
         registry.register(
+            "file_sd_polling",
+            "1 while a file_sd source polls (every 5 s) because a directory could not be watched, e.g. at the inotify watch limit",
+            m.file_sd_polling.clone(),
+        );
+        registry.register(
             "source_refresh_duration_seconds",
             "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
             m.refresh_seconds.clone(),
@@ -269,6 +276,7 @@ impl Metrics {
         self.source_targets.remove(labels);
         self.file_sd_scans.remove(labels);
         self.file_sd_reads.remove(labels);
+        self.file_sd_polling.remove(labels);
         let kinds = self
             .error_kinds
             .lock()
@@ -416,6 +424,13 @@ impl Metrics {
                 outcome: if ok { "success" } else { "error" }.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Whether a file_sd source polls for lack of watches.
+    pub fn file_sd_polling(&self, labels: &SourceLabels, polling: bool) {
+        self.file_sd_polling
+            .get_or_create(labels)
+            .set(i64::from(polling));
     }
 
     /// Counts one HTTP request.

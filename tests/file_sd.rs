@@ -330,3 +330,22 @@ fn a_fifo_is_an_error_not_a_stall() {
         b.contains("127.0.0.2:9100")
     });
 }
+
+/// Issue 10: with no watch to be had (the inotify watch limit; forced
+/// here by a test hook, never by changing the machine's limits) the source
+/// polls every 5 s, says so, and still serves changes.
+#[test]
+fn without_watches_the_source_polls() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let config = dir.write("sdbridge.yml", CONFIG);
+    let bridge = Bridge::start_wrapped(&config, &["env", "SDBRIDGE_TEST_NO_WATCHES=1"]);
+    bridge.wait_body("/http_sd/db", "initial", |b| b.contains("127.0.0.1:9100"));
+    assert_eq!(bridge.metric("sdbridge_file_sd_polling", SOURCE), Some(1.0));
+    assert!(bridge.log().contains("polling it instead"));
+    dir.write("sd/b.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
+    poll_until(Duration::from_secs(15), "a change found by polling", || {
+        let r = bridge.get("/http_sd/db");
+        r.text().contains("127.0.0.2:9100").then_some(())
+    });
+}

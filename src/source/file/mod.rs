@@ -44,6 +44,9 @@ const MAX_SETTLE: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a failing listing or read.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Rescan period for directories that cannot be watched (the inotify
+/// watch limit reached, say).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Source for FileSdConfig {
     fn kind(&self) -> &'static str {
@@ -92,6 +95,7 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
         (scanner, watches) = (returned, returned_watches);
         if let Some(m) = &metrics {
             m.file_sd_scan(&out.labels(), scan.reads);
+            m.file_sd_polling(&out.labels(), watches.polling());
         }
         for e in &scan.new_errors {
             tracing::warn!(job = %out.job, error = %e, "file_sd input rejected; its previous targets stay served");
@@ -125,7 +129,7 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
             // A new watch: something may have changed before it was set.
             continue;
         }
-        let retry_at = if scanner.needs_retry() {
+        let mut retry_at = if scanner.needs_retry() {
             let at = Instant::now() + retry;
             retry = (retry * 2).min(MAX_RETRY);
             Some(at)
@@ -133,6 +137,10 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
             retry = FIRST_RETRY;
             None
         };
+        if watches.polling() {
+            let poll = Instant::now() + POLL_INTERVAL;
+            retry_at = Some(retry_at.map_or(poll, |r| r.min(poll)));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = events.wake.notified() => settle(&events).await,

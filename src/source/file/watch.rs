@@ -140,6 +140,16 @@ pub struct Watches {
     watcher: Option<notify::RecommendedWatcher>,
     events: Arc<Events>,
     set: BTreeSet<PathBuf>,
+    /// A wanted directory could not be watched (the inotify watch limit,
+    /// say): the caller polls instead.
+    unwatched: bool,
+}
+
+/// Test hook: `SDBRIDGE_TEST_NO_WATCHES=1` makes every watch fail as if
+/// the inotify watch limit were reached (tests cannot change the
+/// machine's limits).
+fn watches_refused_for_tests() -> bool {
+    std::env::var("SDBRIDGE_TEST_NO_WATCHES").as_deref() == Ok("1")
 }
 
 impl Watches {
@@ -159,7 +169,13 @@ impl Watches {
             watcher,
             events,
             set: BTreeSet::new(),
+            unwatched: false,
         }
+    }
+
+    /// Whether a wanted directory could not be watched in the last sync.
+    pub fn polling(&self) -> bool {
+        self.unwatched
     }
 
     /// Makes the watch set equal to `wanted`, setting again every watch the
@@ -167,6 +183,7 @@ impl Watches {
     /// to catch changes made before it existed). Blocking: it stats.
     pub fn sync(&mut self, wanted: BTreeSet<PathBuf>) -> bool {
         let Some(watcher) = self.watcher.as_mut() else {
+            self.unwatched = true;
             return false;
         };
         let mut ended = std::mem::take(&mut *lock(&self.events.ended));
@@ -186,22 +203,32 @@ impl Watches {
             let _ = watcher.unwatch(&dir);
         }
         let mut added = false;
+        let mut unwatched = false;
         for dir in wanted {
             if self.set.contains(&dir) || !dir.is_dir() {
                 continue;
             }
             // Known to the callback before the kernel can report on it.
             lock(&self.events.watched).insert(dir.clone());
-            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            let watched = if watches_refused_for_tests() {
+                Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+            } else {
+                watcher.watch(&dir, RecursiveMode::NonRecursive)
+            };
+            match watched {
                 Ok(()) => {
                     self.set.insert(dir);
                     added = true;
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                    if !self.unwatched {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; polling it instead");
+                    }
+                    unwatched = true;
                 }
             }
         }
+        self.unwatched = unwatched;
         *lock(&self.events.watched) = self.set.clone();
         added
     }
