@@ -192,18 +192,18 @@ fn upstream_groups_get_meta_url_and_are_polled_conditionally_with_gzip() {
     });
 }
 
-/// The upstream takes 2 s per answer and fails every third call: the
+/// The upstream takes 3 s per answer and fails every third call: the
 /// bridge keeps answering from its snapshot, at once and unchanged.
 #[test]
 fn a_slow_failing_upstream_never_slows_or_empties_answers() {
     let up = Upstream::start(Answer {
         body: GROUPS.into(),
-        delay: Duration::from_secs(2),
+        delay: Duration::from_secs(3),
         fail_every: 3,
         ..Answer::default()
     });
     let dir = Dir::new();
-    let bridge = start_every(&dir, &up, "3s");
+    let bridge = start_every(&dir, &up, "4s");
     let good = bridge.wait_body("/http_sd/up", "first answer", |b| {
         b.contains("127.0.0.1:9104")
     });
@@ -215,8 +215,9 @@ fn a_slow_failing_upstream_never_slows_or_empties_answers() {
         let r = bridge.get("/http_sd/up");
         let took = asked.elapsed();
         assert_eq!((r.status, r.text()), (200, good.clone()));
-        // Generous: the upstream needs 2 s; the snapshot answers in µs.
-        assert!(took < Duration::from_millis(1000), "answer took {took:?}");
+        // Generous (a loaded CI machine): the upstream needs 3 s; the
+        // snapshot answers in microseconds.
+        assert!(took < Duration::from_millis(1500), "answer took {took:?}");
         if busy && up.in_flight.load(Ordering::SeqCst) > 0 {
             during_upstream_call += 1;
         }
@@ -226,7 +227,7 @@ fn a_slow_failing_upstream_never_slows_or_empties_answers() {
         during_upstream_call > 0,
         "never asked while the upstream was busy"
     );
-    poll_until(Duration::from_secs(20), "the 500 counted", || {
+    poll_until(Duration::from_secs(30), "the 500 counted", || {
         (bridge
             .metric("sdbridge_source_errors_total", &["error=\"http_status\""])
             .unwrap_or(0.0)
