@@ -28,7 +28,8 @@
 //! - [`cli`]: the commands.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
 //!   data model and Go's path rules, ported where exact parity matters;
-//!   [`backoff`]: backoff with jitter and the clamp on server-given delays.
+//!   [`backoff`]: backoff with jitter and the clamp on server-given delays;
+//!   [`size`]: Prometheus's size syntax (`limits.max_input_size`).
 
 pub mod backoff;
 pub mod cli;
