@@ -273,11 +273,15 @@ fn route<B>(
             "text/plain; charset=utf-8",
             "Not ready: some jobs have not synced yet\n".into(),
         ),
-        Target::Metrics => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.encode(snapshot).into(),
-        ),
+        Target::Metrics => {
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let (content_type, body) = state.metrics.exposition(snapshot, accept);
+            text(StatusCode::OK, content_type, body.into())
+        }
         Target::Status => text(
             StatusCode::OK,
             "text/html; charset=utf-8",

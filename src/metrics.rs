@@ -459,7 +459,21 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The text exposition, with data ages computed from `snapshot` now.
+    /// The exposition in the format `accept` asks for (as Prometheus's
+    /// client libraries negotiate it): OpenMetrics when it names
+    /// `application/openmetrics-text`, else the text format 0.0.4. Returns
+    /// the content type and the text.
+    pub fn exposition(&self, snapshot: &Snapshot, accept: &str) -> (&'static str, String) {
+        let openmetrics = self.encode(snapshot);
+        if accept.contains("application/openmetrics-text") {
+            (OPENMETRICS_TYPE, openmetrics)
+        } else {
+            (TEXT_004_TYPE, text_004(&openmetrics))
+        }
+    }
+
+    /// The OpenMetrics exposition, with data ages computed from
+    /// `snapshot` now.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
         let now = SystemTime::now();
         for job in &snapshot.jobs {
@@ -480,8 +494,65 @@ impl Metrics {
     }
 }
 
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text format 0.0.4.
+pub const TEXT_004_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Prometheus text format 0.0.4 of an OpenMetrics text from
+/// prometheus-client (which writes only OpenMetrics): a counter family is
+/// named with its `_total` in `# HELP` and `# TYPE`, as its samples are,
+/// and `# UNIT` and `# EOF` go. Everything else is the same in both.
+pub fn text_004(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        if let Some((kind, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        if counters.iter().any(|c| {
+            line.strip_prefix(c)
+                .is_some_and(|r| r.starts_with("_created"))
+        }) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_004_names_counters_with_total_and_has_no_eof() {
+        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 2\na_requests_created 1.5\n# HELP b Up.\n# TYPE b gauge\n# UNIT b seconds\nb 1\n# EOF\n";
+        assert_eq!(
+            text_004(om),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 2\n# HELP b Up.\n# TYPE b gauge\nb 1\n"
+        );
+    }
 }

@@ -290,3 +290,64 @@ fn unknown_paths_are_404_for_every_method_and_huge_heads_431() {
         200
     );
 }
+
+/// Issue 11: `/metrics` is the text format 0.0.4 by default, which
+/// `promtool check metrics` (2.42 reads only that) accepts, and
+/// OpenMetrics when `Accept` asks for it.
+#[test]
+fn metrics_are_text_004_for_promtool_and_openmetrics_on_request() {
+    let promtool = require_binary!("promtool");
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&config);
+    bridge.get("/http_sd/a");
+    let r = bridge.get("/metrics");
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    assert!(!text.contains("# EOF"));
+    assert!(
+        text.contains("# TYPE sdbridge_http_requests_total counter"),
+        "{text}"
+    );
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let om = bridge.request(
+        "GET",
+        "/metrics",
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    );
+    assert!(om
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("application/openmetrics-text"));
+    assert!(om.text().ends_with("# EOF\n"));
+}
