@@ -34,6 +34,11 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     job: String,
 }
@@ -254,6 +259,19 @@ impl Metrics {
             "source_refresh_duration_seconds",
             "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
             m.refresh_seconds.clone(),
+        );
+        // Constant 1, its labels saying which build runs (as Prometheus's
+        // own `prometheus_build_info`).
+        let build_info: Family<BuildLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "A metric with a constant '1' value labeled by the version of sdbridge",
+            build_info,
         );
         Metrics { registry, ..m }
     }
