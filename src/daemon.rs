@@ -196,6 +196,13 @@ pub async fn serve(
     listen: Option<SocketAddr>,
 ) -> Result<(), RunError> {
     raise_open_files_limit();
+    // Before anything can be seen from outside: a SIGTERM that arrives
+    // once the port answers must be handled, not kill the process.
+    let (mut term, mut int, mut hup) = (
+        listen_for(SignalKind::terminate()),
+        listen_for(SignalKind::interrupt()),
+        listen_for(SignalKind::hangup()),
+    );
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
@@ -213,11 +220,6 @@ pub async fn serve(
     });
     let stop = CancellationToken::new();
     let server = tokio::spawn(http::run(listener, state, stop.clone().cancelled_owned()));
-    let (mut term, mut int, mut hup) = (
-        listen_for(SignalKind::terminate()),
-        listen_for(SignalKind::interrupt()),
-        listen_for(SignalKind::hangup()),
-    );
     loop {
         let reply = tokio::select! {
             Some(()) = recv(&mut term) => {

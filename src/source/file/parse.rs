@@ -38,6 +38,38 @@ impl fmt::Display for FileError {
     }
 }
 
+/// One group of a file; in JSON a `null` fails inside the parser, so the
+/// error names the item's line and column.
+struct Item(TargetGroup);
+
+impl<'de> serde::Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+            type Value = Item;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target group")
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Item, E> {
+                Err(E::custom("nil target group item found"))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Item, E> {
+                Err(E::custom("nil target group item found"))
+            }
+
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
+                serde::Deserialize::deserialize(d).map(Item)
+            }
+        }
+
+        d.deserialize_option(ItemVisitor)
+    }
+}
+
 /// Parses one file_sd file the way Prometheus's `readFile` does: `.json`
 /// with JSON (unknown keys rejected), `.yml`/`.yaml` with strict YAML; a
 /// `null` item rejects the whole file; every group gets `__meta_filepath`.
@@ -55,7 +87,7 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
         .rsplit_once('.')
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .unwrap_or_default();
-    let parsed: Option<Vec<Option<TargetGroup>>> = match ext.as_str() {
+    let parsed: Option<Vec<Item>> = match ext.as_str() {
         "json" => serde_json::from_slice(content).map_err(|e| {
             let full = e.to_string();
             let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -65,15 +97,25 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
         "yml" | "yaml" => {
             let text = std::str::from_utf8(content)
                 .map_err(|e| error(0, 0, format!("invalid UTF-8: {e}")))?;
-            yaml::from_str(text).map_err(|e| error(e.line, e.column, e.message))?
+            // serde_norway gives no position for an error raised on a
+            // `null`, so the YAML case names none (JSON's names the item).
+            let items: Option<Vec<Option<TargetGroup>>> =
+                yaml::from_str(text).map_err(|e| error(e.line, e.column, e.message))?;
+            match items {
+                None => None,
+                Some(items) => Some(
+                    items
+                        .into_iter()
+                        .map(|g| g.map(Item))
+                        .collect::<Option<Vec<Item>>>()
+                        .ok_or_else(|| error(0, 0, "nil target group item found".to_string()))?,
+                ),
+            }
         }
         _ => return Err(error(0, 0, "not a .json, .yml or .yaml file".to_string())),
     };
     let mut groups = Vec::new();
-    for group in parsed.unwrap_or_default() {
-        let Some(mut group) = group else {
-            return Err(error(0, 0, "nil target group item found".to_string()));
-        };
+    for Item(mut group) in parsed.unwrap_or_default() {
         group
             .labels
             .0
@@ -122,12 +164,12 @@ mod tests {
             ("/sd/a.json", b"", "/sd/a.json:1:0: EOF while parsing"),
             (
                 "/sd/a.json",
-                b"[null]",
-                "/sd/a.json: nil target group item found",
+                b"[{\"targets\": []},\n null]",
+                "/sd/a.json:2:6: nil target group item found",
             ),
             (
                 "/sd/a.yml",
-                b"- null\n",
+                b"- targets: []\n- null\n",
                 "/sd/a.yml: nil target group item found",
             ),
             (
