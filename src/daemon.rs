@@ -114,7 +114,8 @@ impl Runtime {
     pub async fn apply(&mut self, config: &Config) -> Applied {
         let mut old = std::mem::take(&mut self.running);
         let mut layout = Layout::default();
-        let mut new = Vec::new();
+        // Slots are never reused: those from here on are new sources.
+        let first_new = SlotId(self.next_slot + 1);
         let mut applied = Applied::default();
         for job in &config.jobs {
             let sources = source::sources_of(job);
@@ -134,23 +135,20 @@ impl Runtime {
                     }
                     None => {
                         self.next_slot += 1;
-                        let running = Running {
+                        Running {
                             job: job.job_name.clone(),
                             name,
                             config,
                             slot: SlotId(self.next_slot),
                             stop: CancellationToken::new(),
-                        };
-                        new.push(running.slot);
-                        running
+                        }
                     }
                 };
-                job_layout.sources.push(SourceLayout {
-                    slot: running.slot,
-                    kind: running.config.kind(),
-                    name: running.name.clone(),
-                    description: running.config.describe(),
-                });
+                job_layout.sources.push(SourceLayout::new(
+                    running.slot,
+                    running.name.clone(),
+                    &*running.config,
+                ));
                 self.running.push(running);
             }
             layout.jobs.push(job_layout);
@@ -163,7 +161,7 @@ impl Runtime {
         for running in old {
             running.stop.cancel();
         }
-        for running in self.running.iter().filter(|r| new.contains(&r.slot)) {
+        for running in self.running.iter().filter(|r| r.slot >= first_new) {
             applied.started += 1;
             let ctx = SourceContext {
                 out: Outbox::new(

@@ -66,6 +66,18 @@ pub struct SourceLayout {
     pub description: String,
 }
 
+impl SourceLayout {
+    /// The layout entry of `source`, named `name`, sending from `slot`.
+    pub fn new(slot: SlotId, name: String, source: &dyn source::Configured) -> SourceLayout {
+        SourceLayout {
+            slot,
+            kind: source.kind(),
+            name,
+            description: source.describe(),
+        }
+    }
+}
+
 impl Layout {
     /// The layout of `config` with slots numbered from 0 in order (tests,
     /// benches, `dump`).
@@ -85,12 +97,7 @@ impl Layout {
                             .zip(names)
                             .map(|(s, name)| {
                                 next += 1;
-                                SourceLayout {
-                                    slot: SlotId(next - 1),
-                                    kind: s.kind(),
-                                    name,
-                                    description: s.describe(),
-                                }
+                                SourceLayout::new(SlotId(next - 1), name, &**s)
                             })
                             .collect(),
                     }
@@ -191,16 +198,15 @@ impl Merger {
     /// no longer there are removed from `/metrics`.
     pub fn reconfigure(&mut self, layout: Layout) {
         let mut old_sources: HashMap<SlotId, (String, SourceState)> = HashMap::new();
-        // Per job: its render, what it served, whether it was ready.
-        let mut old_jobs: HashMap<String, (Arc<Rendered>, Arc<Rendered>, bool)> = HashMap::new();
+        // Per job: its render, and what it served if it was ready.
+        let mut old_jobs: HashMap<String, (Arc<Rendered>, Option<Arc<Rendered>>)> = HashMap::new();
         for mut job in std::mem::take(&mut self.jobs) {
-            let synced = job.synced();
-            let ready = synced || job.held.is_some();
-            let served = match job.held.take() {
-                Some(held) if !synced => held,
-                _ => job.rendered.clone(),
+            let served = if job.synced() {
+                Some(job.rendered.clone())
+            } else {
+                job.held.take()
             };
-            old_jobs.insert(job.name.clone(), (job.rendered, served, ready));
+            old_jobs.insert(job.name.clone(), (job.rendered, served));
             for source in job.sources {
                 old_sources.insert(source.slot, (job.name.clone(), source));
             }
@@ -237,7 +243,7 @@ impl Merger {
                 held: None,
                 dirty: true,
             };
-            if let Some((_, served, true)) = previous {
+            if let Some((_, Some(served))) = previous {
                 if !state.synced() {
                     state.held = Some(served);
                 }

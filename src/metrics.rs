@@ -107,9 +107,18 @@ pub struct Metrics {
     upstream_seconds: Family<SourceLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
     file_sd_polling: Family<SourceLabels, Gauge>,
-    /// Error kinds counted per source, so a removed source's error series
-    /// can be removed too (a `Family` cannot be listed).
-    error_kinds: Mutex<HashMap<SourceLabels, HashSet<String>>>,
+    /// Label values seen per source, so a removed source's series can be
+    /// removed too (a `Family` cannot be listed).
+    seen: Mutex<HashMap<SourceLabels, Seen>>,
+}
+
+/// The per-source label values of a source's series beyond its own labels.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `error` values of `source_errors_total`.
+    errors: HashSet<String>,
+    /// `outcome` values of `http_sd_requests_total`.
+    outcomes: HashSet<String>,
 }
 
 impl Default for Metrics {
@@ -147,7 +156,7 @@ impl Metrics {
             upstream_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
             file_sd_polling: Family::default(),
-            error_kinds: Mutex::default(),
+            seen: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -285,6 +294,12 @@ impl Metrics {
         }
     }
 
+    /// Runs `f` on the label values seen for `labels`.
+    fn seen_of<T>(&self, labels: &SourceLabels, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        f(seen.entry(labels.clone()).or_default())
+    }
+
     /// Removes every series of a source a reload removed.
     pub fn forget_source(&self, labels: &SourceLabels) {
         self.source_up.remove(labels);
@@ -295,24 +310,24 @@ impl Metrics {
         self.file_sd_scans.remove(labels);
         self.file_sd_reads.remove(labels);
         self.file_sd_polling.remove(labels);
-        let kinds = self
-            .error_kinds
+        let seen = self
+            .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(labels)
             .unwrap_or_default();
         self.upstream_seconds.remove(labels);
         self.sql_rows.remove(labels);
-        for error in kinds {
-            if let Some(code) = error.strip_prefix("code:") {
-                self.upstream_requests.remove(&RefreshLabels {
-                    job: labels.job.clone(),
-                    source: labels.source.clone(),
-                    kind: labels.kind.clone(),
-                    outcome: code.to_string(),
-                });
-                continue;
-            }
+        let with = |value: String| RefreshLabels {
+            job: labels.job.clone(),
+            source: labels.source.clone(),
+            kind: labels.kind.clone(),
+            outcome: value,
+        };
+        for outcome in seen.outcomes {
+            self.upstream_requests.remove(&with(outcome));
+        }
+        for error in seen.errors {
             self.source_errors.remove(&ErrorLabels {
                 job: labels.job.clone(),
                 source: labels.source.clone(),
@@ -321,12 +336,7 @@ impl Metrics {
             });
         }
         for outcome in ["success", "error"] {
-            self.refresh_seconds.remove(&RefreshLabels {
-                job: labels.job.clone(),
-                source: labels.source.clone(),
-                kind: labels.kind.clone(),
-                outcome: outcome.to_string(),
-            });
+            self.refresh_seconds.remove(&with(outcome.to_string()));
         }
     }
 
@@ -343,12 +353,7 @@ impl Metrics {
 
     /// Counts one error of `kind`.
     pub fn source_error(&self, labels: &SourceLabels, kind: &str) {
-        self.error_kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels.clone())
-            .or_default()
-            .insert(kind.to_string());
+        self.seen_of(labels, |seen| seen.errors.insert(kind.to_string()));
         self.source_errors
             .get_or_create(&ErrorLabels {
                 job: labels.job.clone(),
@@ -408,12 +413,7 @@ impl Metrics {
 
     /// Counts one request of an http_sd source to its upstream.
     pub fn upstream_request(&self, labels: &SourceLabels, code: &str, took: Duration) {
-        self.error_kinds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels.clone())
-            .or_default()
-            .insert(format!("code:{code}"));
+        self.seen_of(labels, |seen| seen.outcomes.insert(code.to_string()));
         self.upstream_requests
             .get_or_create(&RefreshLabels {
                 job: labels.job.clone(),
