@@ -155,6 +155,7 @@ fn request(c: &mut Criterion) {
         snapshot,
         metrics,
         reload: None,
+        web: arc_swap::ArcSwap::from_pointee(sdbridge::web::Web::open()),
     });
     let mut group = c.benchmark_group("request");
     let req = Request::get("/http_sd/mysql").body(()).expect("request");

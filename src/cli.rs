@@ -161,8 +161,14 @@ fn check(file: &std::path::Path) -> ExitCode {
             }
         }
     }
+    // The files `web:` names (certificate, key, CAs, tokens) must load.
+    let bcrypt = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    if let Err(e) = crate::web::Web::new(&config.web, bcrypt) {
+        println!("{}: web: {e}", file.display());
+        errors += 1;
+    }
     if errors > 0 {
-        println!("{errors} invalid file_sd file(s)");
+        println!("{errors} error(s)");
         return ExitCode::FAILURE;
     }
     println!(

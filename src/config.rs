@@ -20,6 +20,7 @@ pub use crate::source::consul::config::ConsulSdConfig;
 pub use crate::source::http_sd::HttpSdConfig;
 pub use crate::source::sql::SqlSdConfig;
 use crate::targetgroup::TargetGroup;
+use crate::web::WebConfig;
 use crate::yaml;
 
 /// Address the daemon listens on when neither the config nor `--listen`
@@ -62,9 +63,11 @@ pub struct Config {
     /// overrides it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Web server settings (auth, TLS): planned, rejected until supported.
+    /// Web server settings: TLS, basic auth, bearer tokens, headers
+    /// (exporter-toolkit's web-config schema, inline). Default: plain HTTP,
+    /// no credentials.
     #[serde(default)]
-    web: Option<NotSupported>,
+    pub web: WebConfig,
     /// The jobs, served at `/http_sd/<job_name>` and, concatenated in this
     /// order, at `/http_sd`.
     #[serde(default)]
@@ -379,6 +382,7 @@ impl Config {
             }
         }
         config.base_dir = gopath::dir(&path.to_string_lossy());
+        config.web.set_directory(&config.base_dir);
         for job in &mut config.jobs {
             let max_input = config.limits.max_input_size.bytes();
             for file_sd in &mut job.file_sd_configs {

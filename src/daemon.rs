@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -17,6 +18,7 @@ use crate::merge::{JobLayout, Layout, Merger, Message, Publisher, SourceLayout};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::source::{self, Outbox, SlotId, SourceConfig, SourceContext};
+use crate::web::Web;
 
 /// Queue depth between sources and the merger; sources wait when it is full.
 const UPDATE_QUEUE: usize = 1024;
@@ -31,6 +33,14 @@ pub enum RunError {
         addr: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The `web:` block names files that do not load.
+    #[error("{path}: web: {message}")]
+    Web {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// The server loop failed.
     #[error("server: {0}")]
@@ -201,6 +211,11 @@ pub async fn serve(
         listen_for(SignalKind::interrupt()),
         listen_for(SignalKind::hangup()),
     );
+    let bcrypt = Arc::new(Semaphore::new(crate::web::auth::bcrypt_slots()));
+    let web = Web::new(&config.web, bcrypt.clone()).map_err(|message| RunError::Web {
+        path: path.clone(),
+        message,
+    })?;
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
@@ -209,15 +224,26 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
     let mut sources = Runtime::start(&config, &publisher, &metrics).await;
-    tracing::info!(addr = %local, jobs = config.jobs.len(), "listening");
+    tracing::info!(
+        addr = %local,
+        jobs = config.jobs.len(),
+        tls = web.tls.is_some(),
+        auth = web.auth.is_some(),
+        "listening"
+    );
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let state = Arc::new(AppState {
         snapshot: publisher.snapshot.clone(),
         metrics: metrics.clone(),
         reload: Some(reload_tx),
+        web: ArcSwap::from_pointee(web),
     });
     let stop = CancellationToken::new();
-    let server = tokio::spawn(http::run(listener, state, stop.clone().cancelled_owned()));
+    let server = tokio::spawn(http::run(
+        listener,
+        state.clone(),
+        stop.clone().cancelled_owned(),
+    ));
     loop {
         let reply = tokio::select! {
             Some(()) = recv(&mut term) => {
@@ -237,8 +263,19 @@ pub async fn serve(
                 None => continue,
             },
         };
-        let result = match Config::load(&path) {
-            Ok(new) => {
+        let loaded = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| {
+                let web = Web::new(&new.web, bcrypt.clone())
+                    .map_err(|e| format!("{}: web: {e}", path.display()))?;
+                Ok((new, web))
+            });
+        let result = match loaded {
+            Ok((new, mut web)) => {
+                if !web.keep_mode_of(&state.web.load()) {
+                    tracing::warn!("switching TLS on or off takes a restart; serving as before");
+                }
+                state.web.store(Arc::new(web));
                 if listen.is_none() && new.listen != config.listen {
                     tracing::warn!(listen = %new.listen, "the listen address changes only on restart");
                 }
@@ -254,7 +291,7 @@ pub async fn serve(
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload failed; the running configuration stays");
-                Err(e.to_string())
+                Err(e)
             }
         };
         if let Some(reply) = reply {

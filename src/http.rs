@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
+use crate::web::{self, Web};
 
 /// Most connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -34,6 +35,8 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 /// Longest pause between `accept` retries.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish on shutdown.
 const GRACE: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait while a job is not synced yet.
@@ -51,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where `POST /-/reload` goes; `None` where reloading makes no sense.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// TLS, credentials and headers in force, replaced whole on reload.
+    pub web: ArcSwap<Web>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight
@@ -105,17 +110,46 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let web = state.web.load_full();
+        let builder = if web.http2 {
+            builder.clone()
+        } else {
+            builder.clone().http1_only()
+        };
         let state = state.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(respond(&state, req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, req).await) }
+            });
+            // The handshake runs here, not in the accept loop, so a slow
+            // client holds up only itself.
+            let served = match &web.tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => {
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -132,13 +166,46 @@ pub async fn run(
 /// Answers one request: `/-/reload` waits for the daemon, everything else
 /// is answered from the snapshot without awaiting anything.
 async fn respond(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/-/reload" {
-        return handle(state, &req);
+    let web = state.web.load_full();
+    let mut response = match &web.auth {
+        Some(auth) if !web::is_open_path(req.uri().path()) && !auth.allows(req.headers()).await => {
+            unauthorized(state, &req, auth)
+        }
+        _ if req.uri().path() == "/-/reload" => {
+            let response = reload(state, req.method()).await;
+            state
+                .metrics
+                .request("/-/reload", response.status().as_u16());
+            response
+        }
+        _ => handle(state, &req),
+    };
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
     }
-    let response = reload(state, req.method()).await;
-    state
-        .metrics
-        .request("/-/reload", response.status().as_u16());
+    response
+}
+
+/// 401 for a request without good credentials, whatever it asked for:
+/// an unknown path is not told apart from a known one.
+fn unauthorized<B>(
+    state: &AppState,
+    req: &Request<B>,
+    auth: &web::auth::Auth,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let metric_path = if path == "/-/reload" {
+        path.to_string()
+    } else {
+        Target::of(&state.snapshot.load(), path).metric_path()
+    };
+    state.metrics.request(&metric_path, 401);
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
+    for challenge in auth.challenges() {
+        response
+            .headers_mut()
+            .append(http::header::WWW_AUTHENTICATE, challenge.clone());
+    }
     response
 }
 

@@ -24,6 +24,8 @@
 //! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.
+//! - [`web`]: the `web:` block: TLS (certificates re-read when they
+//!   change), basic auth with cached bcrypt checks, bearer tokens.
 //! - [`status`]: the HTML status page; [`metrics`]: `/metrics`.
 //! - [`cli`]: the commands.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
@@ -46,4 +48,5 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod targetgroup;
+pub mod web;
 pub mod yaml;

@@ -19,3 +19,5 @@ mod sql;
 mod sql_safety;
 mod sql_source;
 mod sql_util;
+mod tls_util;
+mod web;

@@ -328,18 +328,34 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    exchange(&mut stream, addr, method, path, headers).expect("HTTP exchange")
+}
+
+/// Sends one `Connection: close` request over `stream` and reads the
+/// answer to the end.
+pub fn exchange(
+    stream: &mut (impl Read + Write),
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).expect("send");
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
+        .ok_or_else(|| format!("no end of headers in {} bytes", raw.len()))?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
     if head
@@ -353,16 +369,16 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or("no status line")?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Decodes a chunked HTTP/1.1 body.
