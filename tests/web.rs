@@ -66,6 +66,7 @@ fn without_good_credentials_every_path_but_the_probes_answers_401() {
         vec![("Authorization", "Bearer tok-2".to_string())],
         vec![("Authorization", "Bearer wonderland".to_string())],
         vec![("Authorization", "wonderland".to_string())],
+        vec![("Authorization", "tok-2".to_string())],
         vec![("Authorization", good.replace("Basic", "Digest"))],
     ];
     for path in [
@@ -419,4 +420,51 @@ fn victoria_metrics_discovers_over_https_with_basic_auth_and_a_bearer_token() {
         |config, data| Consumer::victoria_metrics(&binary, config, data),
         "",
     );
+}
+
+#[test]
+fn a_flood_of_wrong_passwords_does_not_stall_other_answers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = Dir::new();
+    let config = dir.write(
+        "sdbridge.yml",
+        &format!(
+            "web:\n  basic_auth_users: {{alice: '{}'}}\njobs:\n{JOB}",
+            bcrypt::hash("right", 8).expect("bcrypt")
+        ),
+    );
+    let bridge = Arc::new(Bridge::start(&config));
+    let good = basic("alice", "right");
+    // The first check pays bcrypt; later ones hit the cache.
+    let r = bridge.request("GET", "/http_sd/app", &[("Authorization", &good)]);
+    assert_eq!(r.status, 200);
+    const FLOOD: usize = 24;
+    let done = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let (bridge, done) = (bridge.clone(), done.clone());
+            std::thread::spawn(move || {
+                let wrong = basic("alice", &format!("wrong-{i}"));
+                let status = bridge
+                    .request("GET", "/http_sd/app", &[("Authorization", &wrong)])
+                    .status;
+                done.fetch_add(1, Ordering::SeqCst);
+                status
+            })
+        })
+        .collect();
+    // Let the flood arrive and queue up for bcrypt.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+    let r = bridge.request("GET", "/http_sd/app", &[("Authorization", &good)]);
+    assert_eq!(r.status, 200);
+    let finished = done.load(Ordering::SeqCst);
+    assert!(
+        finished < FLOOD,
+        "the cached request waited for all {FLOOD} wrong-password checks"
+    );
+    for handle in flood {
+        assert_eq!(handle.join().expect("flood thread"), 401);
+    }
 }

@@ -153,10 +153,14 @@ impl Auth {
         let Some(value) = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes) else {
             return false;
         };
-        let Some(space) = value.iter().position(|&b| b == b' ') else {
-            return false;
+        // HTTP/2 keeps the leading space of an empty `type`.
+        let value = value.trim_ascii();
+        let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+            Some(space) => (&value[..space], &value[space + 1..]),
+            // Debian's Prometheus 2.42 sends an http_sd_configs
+            // `authorization` without `type:` as the bare credentials.
+            None => (&b"bearer"[..], value),
         };
-        let (scheme, rest) = (&value[..space], &value[space + 1..]);
         if scheme.eq_ignore_ascii_case(b"basic") && !self.users.is_empty() {
             match basic_credentials(rest) {
                 Some((user, password)) => self.basic(&user, &password).await,
@@ -288,6 +292,14 @@ mod tests {
         assert!(!a.allows(&with("Bearer tok-c")).await);
         assert!(!a.allows(&with("Bearer # rotated monthly")).await);
         assert!(!a.allows(&with("Bearer ")).await);
+        // No scheme: taken as a token (Debian's Prometheus 2.42 sends so).
+        assert!(a.allows(&with("tok-a")).await);
+        assert!(!a.allows(&with("tok-c")).await);
+        // What HTTP/2 delivers of `type: ""` (a header value cannot start
+        // with a space on HTTP/1, so build it by hand).
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_bytes(b" tok-a").unwrap());
+        assert!(a.allows(&h).await);
         // No basic users configured: basic credentials are not looked at.
         assert!(!a.allows(&basic("tok-a", "tok-a")).await);
         assert_eq!(a.challenges().len(), 1);
