@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::metrics::Metrics;
+use crate::shard::Shard;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
 use crate::web::{self, Web};
 
@@ -298,6 +299,16 @@ fn route<B>(
     req: &Request<B>,
 ) -> (String, Response<Full<Bytes>>) {
     let target = Target::of(snapshot, req.uri().path());
+    let shard = match Shard::from_query(req.uri().query()) {
+        Ok(shard) => shard,
+        Err(e) if matches!(target, Target::All | Target::Job(_)) => {
+            return (
+                target.metric_path(),
+                error(StatusCode::BAD_REQUEST, &format!("invalid shard: {e}")),
+            );
+        }
+        Err(_) => None,
+    };
     let method = req.method();
     let exists = !matches!(target, Target::NotFound | Target::UnknownJob(_));
     if exists && method != Method::GET && method != Method::HEAD {
@@ -308,23 +319,29 @@ fn route<B>(
         return (target.metric_path(), response);
     }
     let response = match &target {
-        Target::All => serve_sd(req.headers(), &snapshot.all, snapshot.all_ready, || {
-            let waiting: Vec<String> = snapshot
-                .jobs
-                .iter()
-                .filter(|j| !j.ready)
-                .flat_map(|j| {
-                    j.sources
-                        .iter()
-                        .filter(|s| !s.synced)
-                        .map(move |s| format!("{}/{}", j.name, s.name))
-                })
-                .collect();
-            format!(
-                "not every job has synced yet (waiting for {})",
-                waiting.join(", ")
-            )
-        }),
+        Target::All => serve_sd(
+            req.headers(),
+            &snapshot.all,
+            shard,
+            snapshot.all_ready,
+            || {
+                let waiting: Vec<String> = snapshot
+                    .jobs
+                    .iter()
+                    .filter(|j| !j.ready)
+                    .flat_map(|j| {
+                        j.sources
+                            .iter()
+                            .filter(|s| !s.synced)
+                            .map(move |s| format!("{}/{}", j.name, s.name))
+                    })
+                    .collect();
+                format!(
+                    "not every job has synced yet (waiting for {})",
+                    waiting.join(", ")
+                )
+            },
+        ),
         Target::Healthy => text(
             StatusCode::OK,
             "text/plain; charset=utf-8",
@@ -354,7 +371,7 @@ fn route<B>(
             "text/html; charset=utf-8",
             crate::status::page(snapshot).into(),
         ),
-        Target::Job(job) => serve_sd(req.headers(), &job.rendered, job.ready, || {
+        Target::Job(job) => serve_sd(req.headers(), &job.rendered, shard, job.ready, || {
             let waiting: Vec<&str> = job
                 .sources
                 .iter()
@@ -381,7 +398,8 @@ fn decode_job(segment: &str) -> String {
 
 fn serve_sd(
     headers: &HeaderMap,
-    rendered: &Rendered,
+    rendered: &Arc<Rendered>,
+    shard: Option<Shard>,
     ready: bool,
     why_not_ready: impl FnOnce() -> String,
 ) -> Response<Full<Bytes>> {
@@ -394,11 +412,25 @@ fn serve_sd(
             .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         return response;
     }
-    let compressed = accepts_gzip(headers).then(|| rendered.gzip.get()).flatten();
+    let (rendered, compressed) = match shard {
+        None => (
+            rendered.clone(),
+            accepts_gzip(headers)
+                .then(|| rendered.gzip.get().cloned())
+                .flatten(),
+        ),
+        // A shard's gzip is made by its first gzip request (the merger's
+        // gzip thread knows only whole bodies).
+        Some(shard) => {
+            let cut = rendered.shards.get(rendered, shard);
+            let gzip = accepts_gzip(headers).then(|| cut.compress().clone());
+            (cut, gzip)
+        }
+    };
     let gzip = compressed.is_some();
     let (body, etag) = match compressed {
         Some(bytes) => (bytes, &rendered.gzip_etag),
-        None => (&rendered.body, &rendered.etag),
+        None => (rendered.body.clone(), &rendered.etag),
     };
     let status = if not_modified(headers, etag, rendered.last_modified) {
         StatusCode::NOT_MODIFIED
@@ -417,7 +449,7 @@ fn serve_sd(
     if gzip {
         builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    builder.body(Full::new(body.clone())).unwrap_or_default()
+    builder.body(Full::new(body)).unwrap_or_default()
 }
 
 /// Whether the client accepts gzip (`Accept-Encoding`, q-values honoured,

@@ -21,7 +21,8 @@
 //!   reconfigured by a [`merge::Layout`], it splices job names into the
 //!   changed jobs' bodies (no JSON work) and publishes a
 //!   [`snapshot::Snapshot`] through `ArcSwap`; one gzip thread follows.
-//! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
+//! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags;
+//!   [`shard`]: their `?shard=I&of=N` cuts, built once per body and modulus.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.
 //! - [`web`]: the `web:` block: TLS (certificates re-read when they
@@ -43,6 +44,7 @@ pub mod http;
 pub mod http_client;
 pub mod merge;
 pub mod metrics;
+pub mod shard;
 pub mod size;
 pub mod snapshot;
 pub mod source;

@@ -35,6 +35,8 @@ pub struct Rendered {
     pub groups: usize,
     /// Number of targets in `body`.
     pub targets: usize,
+    /// `?shard=I&of=N` variants of `body`, built when first asked for.
+    pub shards: crate::shard::Shards,
 }
 
 impl Rendered {
@@ -76,6 +78,24 @@ impl Rendered {
             last_modified_header: header(&httpdate::fmt_http_date(last_modified)),
             groups,
             targets,
+            shards: Default::default(),
+        })
+    }
+
+    /// A body cut from `parent` (a shard): its own ETag, `parent`'s
+    /// `Last-Modified`.
+    pub fn derived(body: Bytes, groups: usize, targets: usize, parent: &Rendered) -> Arc<Rendered> {
+        let hex = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
+        Arc::new(Rendered {
+            gzip: OnceLock::new(),
+            body,
+            etag: header(&format!("\"{hex}\"")),
+            gzip_etag: header(&format!("\"{hex}-gzip\"")),
+            last_modified: parent.last_modified,
+            last_modified_header: parent.last_modified_header.clone(),
+            groups,
+            targets,
+            shards: Default::default(),
         })
     }
 }

@@ -15,6 +15,7 @@ mod file_sd;
 mod http;
 mod http_sd;
 mod reload;
+mod shard;
 mod sql;
 mod sql_safety;
 mod sql_source;
