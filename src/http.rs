@@ -258,6 +258,7 @@ enum Target<'a> {
     Ready,
     Metrics,
     Status,
+    TargetsPage(&'a JobSnapshot),
     NotFound,
 }
 
@@ -274,7 +275,13 @@ impl<'a> Target<'a> {
                     Some(job) => Target::Job(job),
                     None => Target::UnknownJob(name),
                 },
-                None => Target::NotFound,
+                None => match path.strip_prefix("/targets/").map(decode_job) {
+                    Some(name) => match snapshot.job(&name) {
+                        Some(job) => Target::TargetsPage(job),
+                        None => Target::UnknownJob(name),
+                    },
+                    None => Target::NotFound,
+                },
             },
         }
     }
@@ -288,6 +295,7 @@ impl<'a> Target<'a> {
             Target::Ready => "/-/ready".to_string(),
             Target::Metrics => "/metrics".to_string(),
             Target::Status => "/".to_string(),
+            Target::TargetsPage(_) => "/targets".to_string(),
             Target::UnknownJob(_) | Target::NotFound => "other".to_string(),
         }
     }
@@ -384,6 +392,15 @@ fn route<B>(
                 waiting.join(", ")
             )
         }),
+        Target::TargetsPage(job) => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::targets_page::page(
+                job,
+                &crate::targets_page::View::from_query(req.uri().query()),
+            )
+            .into(),
+        ),
         Target::UnknownJob(name) => error(StatusCode::NOT_FOUND, &format!("unknown job {name:?}")),
         Target::NotFound => error(StatusCode::NOT_FOUND, "not found"),
     };

@@ -27,7 +27,8 @@
 //!   lock, no JSON work, no body copy.
 //! - [`web`]: the `web:` block: TLS (certificates re-read when they
 //!   change), basic auth with cached bcrypt checks, bearer tokens.
-//! - [`status`]: the HTML status page; [`metrics`]: `/metrics`.
+//! - [`status`]: the HTML status page; [`targets_page`]: one job's
+//!   targets, filtered and paginated on the server; [`metrics`]: `/metrics`.
 //! - [`cli`]: the commands.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
 //!   data model and Go's path rules, ported where exact parity matters;
@@ -50,5 +51,6 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod targetgroup;
+pub mod targets_page;
 pub mod web;
 pub mod yaml;

@@ -5,14 +5,16 @@ use std::time::SystemTime;
 
 use crate::snapshot::Snapshot;
 
-fn escape(s: &str) -> String {
+/// HTML-escapes text and attribute values.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn ago(t: Option<SystemTime>) -> String {
+/// "12s ago", or "never".
+pub(crate) fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
         Some(d) => format!("{}s ago", d.as_secs()),
         None => "never".to_string(),
@@ -32,15 +34,12 @@ pub fn page(snapshot: &Snapshot) -> String {
          <th>groups</th><th>targets</th><th>last error</th></tr>",
     );
     for job in &snapshot.jobs {
+        let encoded = escape(
+            &percent_encoding::utf8_percent_encode(&job.name, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
         let link = format!(
-            "<a href=\"/http_sd/{}\">{}</a>",
-            escape(
-                &percent_encoding::utf8_percent_encode(
-                    &job.name,
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-                .to_string()
-            ),
+            "<a href=\"/http_sd/{encoded}\">{}</a><br><small><a href=\"/targets/{encoded}\">targets</a></small>",
             escape(&job.name)
         );
         if job.sources.is_empty() {

@@ -21,5 +21,6 @@ mod sql;
 mod sql_safety;
 mod sql_source;
 mod sql_util;
+mod targets_page;
 mod tls_util;
 mod web;
