@@ -72,7 +72,7 @@ fn encode(segment: &str) -> String {
 /// The source each group came from: groups are served in source order and
 /// each source knows how many it contributes. `None` while those counts do
 /// not add up (a reloaded job serving its previous body).
-fn sources_of<'a>(job: &'a JobSnapshot, groups: usize) -> Option<Vec<&'a SourceStatus>> {
+fn sources_of(job: &JobSnapshot, groups: usize) -> Option<Vec<&SourceStatus>> {
     let counted: usize = job.sources.iter().map(|s| s.groups).sum();
     (counted == groups).then(|| {
         job.sources
