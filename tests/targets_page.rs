@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{poll_until, require_binary, Bridge, Dir};
+use crate::util::{poll_until, Bridge, Dir};
 
 /// Rows of the targets table (the header row excluded).
 fn rows(html: &str) -> usize {
