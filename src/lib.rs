@@ -24,6 +24,9 @@
 //! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.
+//! - [`state`]: `state_dir`, each job's last good body on disk (written
+//!   atomically by a thread of its own, coalesced), served at start until
+//!   the job's sources sync.
 //! - [`status`]: the HTML status page; [`metrics`]: `/metrics`.
 //! - [`cli`]: the commands.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
@@ -44,6 +47,7 @@ pub mod metrics;
 pub mod size;
 pub mod snapshot;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod targetgroup;
 pub mod yaml;

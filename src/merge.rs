@@ -11,6 +11,7 @@
 //! the async workers that answer HTTP; gzip runs on another (`Compressor`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
 use crate::source::{self, Change, Part, SlotId, Update};
+use crate::state::{self, Loaded, Persistence, Writer};
 use crate::targetgroup::{EscapedJob, Fragment};
 
 /// Most updates applied before one publish, so a burst is coalesced but a
@@ -42,6 +44,8 @@ pub enum Message {
 pub struct Layout {
     /// Jobs in config order.
     pub jobs: Vec<JobLayout>,
+    /// Where job bodies are persisted (`state_dir`), if anywhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One job of a [`Layout`].
@@ -49,6 +53,9 @@ pub struct Layout {
 pub struct JobLayout {
     /// The job name.
     pub name: String,
+    /// Its config's [`state::job_key`]: a persisted body is served only
+    /// under the same key.
+    pub key: String,
     /// Its sources in serving order.
     pub sources: Vec<SourceLayout>,
 }
@@ -92,6 +99,7 @@ impl Layout {
                     let names = source::source_names(&sources);
                     JobLayout {
                         name: job.job_name.clone(),
+                        key: state::job_key(&job.job_name, &sources),
                         sources: sources
                             .iter()
                             .zip(names)
@@ -103,6 +111,7 @@ impl Layout {
                     }
                 })
                 .collect(),
+            state_dir: config.state_dir.clone(),
         }
     }
 }
@@ -123,8 +132,15 @@ struct JobState {
     sources: Vec<SourceState>,
     rendered: Arc<Rendered>,
     /// After a reload: the body the job served before, kept serving (ready)
-    /// until every source of the new layout has synced.
+    /// until every source of the new layout has synced. At start: the body
+    /// read from `state_dir`.
     held: Option<Arc<Rendered>>,
+    /// Whether `held` came from `state_dir`.
+    from_state: bool,
+    /// Its config key ([`JobLayout::key`]).
+    key: String,
+    /// The key and body last handed to the state writer.
+    persisted: Option<(String, Arc<Rendered>)>,
     dirty: bool,
 }
 
@@ -132,6 +148,18 @@ impl JobState {
     fn synced(&self) -> bool {
         self.sources.iter().all(|s| s.status.synced)
     }
+}
+
+/// What a job of the layout before a reload leaves to its successor.
+struct Previous {
+    /// Its last render.
+    rendered: Arc<Rendered>,
+    /// What it served, if it was ready.
+    served: Option<Arc<Rendered>>,
+    /// Whether `served` came from `state_dir`.
+    from_state: bool,
+    /// What was last handed to the state writer.
+    persisted: Option<(String, Arc<Rendered>)>,
 }
 
 /// Where the merger publishes.
@@ -161,6 +189,14 @@ pub struct Merger {
     publisher: Arc<Publisher>,
     metrics: Arc<Metrics>,
     generation: u64,
+    /// Persists served bodies (`serve` only).
+    writer: Option<Arc<Writer>>,
+    /// Bodies read from `state_dir` at start, for the first layout only.
+    loaded: Option<Loaded>,
+    /// The `state_dir` of the current layout.
+    state_dir: Option<PathBuf>,
+    /// Bodies read back, still to be gzipped.
+    restored: Vec<Arc<Rendered>>,
 }
 
 fn empty_body() -> Bytes {
@@ -189,7 +225,19 @@ impl Merger {
             publisher,
             metrics,
             generation: 0,
+            writer: None,
+            loaded: None,
+            state_dir: None,
+            restored: Vec::new(),
         }
+    }
+
+    /// The same merger, persisting served bodies through `persistence`'s
+    /// writer and serving its loaded bodies until their jobs sync.
+    pub fn with_state(mut self, persistence: Persistence) -> Merger {
+        self.writer = Some(persistence.writer);
+        self.loaded = Some(persistence.loaded);
+        self
     }
 
     /// Switches to `layout`: sources whose slot is in it keep their parts
@@ -198,19 +246,36 @@ impl Merger {
     /// no longer there are removed from `/metrics`.
     pub fn reconfigure(&mut self, layout: Layout) {
         let mut old_sources: HashMap<SlotId, (String, SourceState)> = HashMap::new();
-        // Per job: its render, and what it served if it was ready.
-        let mut old_jobs: HashMap<String, (Arc<Rendered>, Option<Arc<Rendered>>)> = HashMap::new();
+        let mut old_jobs: HashMap<String, Previous> = HashMap::new();
+        let moved = layout.state_dir != self.state_dir;
+        if moved {
+            if let Some(writer) = &self.writer {
+                writer.set_dir(layout.state_dir.clone());
+            }
+            self.state_dir = layout.state_dir.clone();
+        }
         for mut job in std::mem::take(&mut self.jobs) {
-            let served = if job.synced() {
+            let synced = job.synced();
+            let served = if synced {
                 Some(job.rendered.clone())
             } else {
                 job.held.take()
             };
-            old_jobs.insert(job.name.clone(), (job.rendered, served));
+            old_jobs.insert(
+                job.name.clone(),
+                Previous {
+                    rendered: job.rendered,
+                    served,
+                    from_state: job.from_state && !synced,
+                    // A new directory gets every body again.
+                    persisted: job.persisted.filter(|_| !moved),
+                },
+            );
             for source in job.sources {
                 old_sources.insert(source.slot, (job.name.clone(), source));
             }
         }
+        let mut loaded = self.loaded.take().unwrap_or_default();
         let empty = Rendered::new(empty_body(), 0, 0, None);
         for job in &layout.jobs {
             let sources = job
@@ -239,13 +304,34 @@ impl Merger {
                 name: job.name.clone(),
                 escaped: EscapedJob::new(&job.name),
                 sources,
-                rendered: previous.as_ref().map_or(empty.clone(), |p| p.0.clone()),
+                rendered: previous.as_ref().map_or(empty.clone(), |p| p.rendered.clone()),
                 held: None,
+                from_state: false,
+                key: job.key.clone(),
+                persisted: None,
                 dirty: true,
             };
-            if let Some((_, Some(served))) = previous {
-                if !state.synced() {
-                    state.held = Some(served);
+            match previous {
+                Some(p) => {
+                    state.persisted = p.persisted;
+                    if !state.synced() {
+                        state.held = p.served;
+                        state.from_state = p.from_state && state.held.is_some();
+                    }
+                }
+                None => {
+                    if let Some(body) = loaded.remove(&job.name).filter(|p| p.key == job.key) {
+                        if !state.sources.is_empty() {
+                            let restored =
+                                Rendered::restored(body.body, body.groups, body.targets, body.built_at);
+                            // Later bodies get a later Last-Modified.
+                            state.rendered = restored.clone();
+                            state.held = Some(restored.clone());
+                            state.from_state = true;
+                            state.persisted = Some((job.key.clone(), restored.clone()));
+                            self.restored.push(restored);
+                        }
+                    }
                 }
             }
             self.jobs.push(state);
@@ -256,6 +342,9 @@ impl Merger {
         }
         for name in old_jobs.keys() {
             self.metrics.forget_job(name);
+            if let Some(writer) = &self.writer {
+                writer.forget(name);
+            }
         }
         self.slots = self
             .jobs
@@ -310,18 +399,41 @@ impl Merger {
     /// Returns the bodies that are new, still to be gzipped
     /// ([`Rendered::compress`]).
     pub fn publish(&mut self) -> Vec<Arc<Rendered>> {
-        let mut fresh = Vec::new();
+        let mut fresh = std::mem::take(&mut self.restored);
         let started = Instant::now();
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
-            let rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
+            let mut rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
+            if job.synced() {
+                if let Some(held) = job.held.take() {
+                    // Synced to what was held (a restart or reload that
+                    // changed nothing): keep its Last-Modified and gzip.
+                    if held.body == rendered.body {
+                        rendered = held;
+                    }
+                }
+                job.from_state = false;
+            }
             if !Arc::ptr_eq(&rendered, &job.rendered) {
                 fresh.push(rendered.clone());
             }
             job.rendered = rendered;
-            if job.synced() {
-                job.held = None;
+        }
+        if let Some(writer) = &self.writer {
+            for job in self
+                .jobs
+                .iter_mut()
+                .filter(|j| j.held.is_none() && !j.sources.is_empty() && j.synced())
+            {
+                let current = job
+                    .persisted
+                    .as_ref()
+                    .is_some_and(|(k, r)| *k == job.key && Arc::ptr_eq(r, &job.rendered));
+                if !current {
+                    writer.push(&job.name, &job.key, job.rendered.clone());
+                    job.persisted = Some((job.key.clone(), job.rendered.clone()));
+                }
             }
         }
         let jobs: Vec<JobSnapshot> = self
@@ -334,6 +446,7 @@ impl Merger {
                     name: j.name.clone(),
                     ready: ready || held.is_some(),
                     rendered: held.unwrap_or(&j.rendered).clone(),
+                    from_state: j.from_state && held.is_some(),
                     sources: j.sources.iter().map(|s| s.status.clone()).collect(),
                 }
             })
@@ -364,7 +477,8 @@ impl Merger {
         }
         self.generation += 1;
         for job in &jobs {
-            self.metrics.job_state(&job.name, job.ready, &job.rendered);
+            self.metrics
+                .job_state(&job.name, job.ready, job.from_state, &job.rendered);
         }
         let snapshot = Snapshot {
             all_ready: jobs.iter().all(|j| j.ready),
@@ -682,6 +796,7 @@ mod tests {
         let mut layout = Layout::default();
         let mut a = JobLayout {
             name: "a".into(),
+            key: String::new(),
             sources: Vec::new(),
         };
         for (slot, kind) in [(0, "static"), (5, "file_sd")] {
