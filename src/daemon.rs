@@ -317,7 +317,10 @@ fn open_state(
             .iter()
             .map(|job| {
                 let sources = source::sources_of(job);
-                (job.job_name.clone(), state::job_key(&job.job_name, &sources))
+                (
+                    job.job_name.clone(),
+                    state::job_key(&job.job_name, &sources),
+                )
             })
             .collect();
         loaded = state::load(dir, &jobs);

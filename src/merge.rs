@@ -304,7 +304,9 @@ impl Merger {
                 name: job.name.clone(),
                 escaped: EscapedJob::new(&job.name),
                 sources,
-                rendered: previous.as_ref().map_or(empty.clone(), |p| p.rendered.clone()),
+                rendered: previous
+                    .as_ref()
+                    .map_or(empty.clone(), |p| p.rendered.clone()),
                 held: None,
                 from_state: false,
                 key: job.key.clone(),
@@ -322,8 +324,12 @@ impl Merger {
                 None => {
                     if let Some(body) = loaded.remove(&job.name).filter(|p| p.key == job.key) {
                         if !state.sources.is_empty() {
-                            let restored =
-                                Rendered::restored(body.body, body.groups, body.targets, body.built_at);
+                            let restored = Rendered::restored(
+                                body.body,
+                                body.groups,
+                                body.targets,
+                                body.built_at,
+                            );
                             // Later bodies get a later Last-Modified.
                             state.rendered = restored.clone();
                             state.held = Some(restored.clone());
@@ -837,6 +843,140 @@ mod tests {
         let s = publisher.snapshot.load();
         assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "new"]);
         assert_eq!(targets(&s.all.body), ["s", "new"]);
+    }
+
+    /// Job `a` of [`merger_with_metrics`] with a body read back from
+    /// `state_dir`, built at `built`, under `key` (its real key or not).
+    fn restored_merger(
+        right_key: bool,
+        built: SystemTime,
+    ) -> (Merger, Arc<Publisher>, Arc<Writer>, tempfile::TempDir) {
+        let config = Config::parse(
+            "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
+            Path::new("/etc/sdbridge.yml"),
+        )
+        .unwrap();
+        let mut layout = Layout::sequential(&config);
+        let dir = tempfile::tempdir().unwrap();
+        layout.state_dir = Some(dir.path().to_path_buf());
+        let key = if right_key {
+            layout.jobs[0].key.clone()
+        } else {
+            "another".to_string()
+        };
+        // What the job served before the restart: 127.0.0.1:9 from its file.
+        let fragment = part("/sd/a.json", "127.0.0.1:9").fragment;
+        let body = render(std::iter::once(&*fragment), &EscapedJob::new("a"), None)
+            .body
+            .clone();
+        let persisted = state::Persisted {
+            job: "a".into(),
+            key,
+            built_at: built,
+            body,
+            groups: 1,
+            targets: 1,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let writer = Writer::spawn(metrics.clone());
+        let publisher = Publisher::new(placeholder());
+        let mut m = Merger::empty(publisher.clone(), metrics).with_state(Persistence {
+            writer: writer.clone(),
+            loaded: [("a".to_string(), persisted)].into_iter().collect(),
+        });
+        m.reconfigure(layout);
+        m.publish();
+        (m, publisher, writer, dir)
+    }
+
+    fn sync_a(m: &mut Merger, file_target: &str) {
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "127.0.0.1:1")]),
+            None,
+        ));
+        m.publish();
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", file_target)]),
+            None,
+        ));
+        m.publish();
+    }
+
+    #[test]
+    fn a_restored_body_is_served_ready_until_the_sources_sync() {
+        let built = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (mut m, publisher, writer, dir) = restored_merger(true, built);
+        let s = publisher.snapshot.load();
+        let a = s.job("a").unwrap();
+        assert!(a.ready && a.from_state && s.all_ready);
+        assert_eq!(targets(&a.rendered.body), ["127.0.0.1:9"]);
+        assert_eq!(
+            a.rendered.last_modified, built,
+            "Last-Modified as persisted"
+        );
+        // One source synced: still the restored body.
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "127.0.0.1:1")]),
+            None,
+        ));
+        m.publish();
+        assert!(publisher.snapshot.load().job("a").unwrap().from_state);
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "127.0.0.1:2")]),
+            None,
+        ));
+        m.publish();
+        let s = publisher.snapshot.load();
+        let a = s.job("a").unwrap();
+        assert!(a.ready && !a.from_state);
+        assert_eq!(targets(&a.rendered.body), ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(a.rendered.last_modified > built);
+        writer.close();
+        let file = std::fs::read(dir.path().join(state::file_name("a"))).unwrap();
+        assert!(
+            file.ends_with(&a.rendered.body),
+            "the live body is persisted"
+        );
+    }
+
+    #[test]
+    fn a_restored_body_with_another_key_is_not_served() {
+        let (mut m, publisher, writer, _dir) = restored_merger(false, SystemTime::now());
+        let a = publisher.snapshot.load().job("a").unwrap().clone();
+        assert!(!a.ready && !a.from_state);
+        sync_a(&mut m, "127.0.0.1:2");
+        assert!(publisher.snapshot.load().job("a").unwrap().ready);
+        writer.close();
+    }
+
+    #[test]
+    fn syncing_to_the_restored_body_keeps_its_last_modified() {
+        let built = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (mut m, publisher, writer, dir) = restored_merger(true, built);
+        let before = publisher.snapshot.load().job("a").unwrap().rendered.clone();
+        // The sources find what was persisted: the same bytes.
+        m.apply(update(0, Change::Replace(vec![]), None));
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "127.0.0.1:9")]),
+            None,
+        ));
+        m.publish();
+        let a = publisher.snapshot.load().job("a").unwrap().clone();
+        assert!(a.ready && !a.from_state);
+        assert!(
+            Arc::ptr_eq(&a.rendered, &before),
+            "same Last-Modified, same gzip"
+        );
+        writer.close();
+        assert!(
+            !dir.path().join(state::file_name("a")).exists(),
+            "nothing new to write"
+        );
     }
 
     #[test]

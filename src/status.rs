@@ -12,6 +12,7 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// `t` as "<n>s ago", or "never".
 fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
         Some(d) => format!("{}s ago", d.as_secs()),
@@ -43,6 +44,14 @@ pub fn page(snapshot: &Snapshot) -> String {
             ),
             escape(&job.name)
         );
+        let link = if job.from_state {
+            format!(
+                "{link}<br><small class=\"bad\">served from state_dir (body built {}) until every source has synced</small>",
+                ago(Some(job.rendered.last_modified))
+            )
+        } else {
+            link
+        };
         if job.sources.is_empty() {
             let _ = write!(
                 html,

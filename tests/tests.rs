@@ -19,3 +19,4 @@ mod sql;
 mod sql_safety;
 mod sql_source;
 mod sql_util;
+mod state;

@@ -221,7 +221,10 @@ mod tests {
             (longer, "truncated or damaged"),
             (flipped, "checksum"),
             (in_header, "checksum"),
-            (b"{\"foreign\": true}\n".to_vec(), "not an sdbridge state file"),
+            (
+                b"{\"foreign\": true}\n".to_vec(),
+                "not an sdbridge state file",
+            ),
             (Vec::new(), "not an sdbridge state file"),
             (
                 String::from_utf8(good.clone())

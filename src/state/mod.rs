@@ -236,13 +236,20 @@ mod tests {
         let err = check_dir(&under_file).unwrap_err().to_string();
         assert!(err.contains("is not a directory"), "{err}");
         assert!(prepare(&under_file).is_err());
-        assert!(check_dir(&file).unwrap_err().to_string().contains("not a directory"));
+        assert!(check_dir(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
         let fresh = tmp.path().join("a/b/state");
         check_dir(&fresh).unwrap();
         assert!(!fresh.exists(), "check touches nothing");
         prepare(&fresh).unwrap();
         assert!(fresh.is_dir());
-        assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0, "probe removed");
+        assert_eq!(
+            std::fs::read_dir(&fresh).unwrap().count(),
+            0,
+            "probe removed"
+        );
     }
 
     #[test]
@@ -263,10 +270,11 @@ mod tests {
         std::fs::copy(dir.join(file_name("good")), dir.join(file_name("moved"))).unwrap();
         std::fs::write(dir.join(".good.state.1.tmp"), b"half").unwrap();
         std::fs::write(dir.join("README"), b"not ours").unwrap();
-        let jobs: Vec<(String, String)> = ["good", "changed", "corrupt", "foreign", "moved", "absent"]
-            .iter()
-            .map(|j| (j.to_string(), "k".to_string()))
-            .collect();
+        let jobs: Vec<(String, String)> =
+            ["good", "changed", "corrupt", "foreign", "moved", "absent"]
+                .iter()
+                .map(|j| (j.to_string(), "k".to_string()))
+                .collect();
         let loaded = load(dir, &jobs);
         assert_eq!(loaded.keys().collect::<Vec<_>>(), ["good"]);
         assert_eq!(&loaded["good"].body[..], body);

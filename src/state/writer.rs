@@ -126,11 +126,7 @@ impl Writer {
     pub fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -227,7 +223,11 @@ impl Shared {
 /// rename durable).
 fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}{}", std::process::id(), super::TMP_SUFFIX));
+    let tmp = dir.join(format!(
+        ".{name}.{}{}",
+        std::process::id(),
+        super::TMP_SUFFIX
+    ));
     let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(head)?;
@@ -287,7 +287,10 @@ mod tests {
         assert!((1.0..=2.0).contains(&n), "100 pushes, {n} writes");
         assert_eq!(read(dir.path(), "j").body, body(99).body);
         let other = read(dir.path(), "other");
-        assert_eq!((other.key.as_str(), other.body), ("k2", body(7).body.clone()));
+        assert_eq!(
+            (other.key.as_str(), other.body),
+            ("k2", body(7).body.clone())
+        );
         writer.push("j", "k", body(1000));
         assert_eq!(read(dir.path(), "j").body, body(99).body, "closed");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
