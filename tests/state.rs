@@ -271,3 +271,36 @@ fn an_unusable_state_dir_stops_the_start_and_check_reports_it() {
     assert!(!check.status.success());
     assert!(text.contains("state_dir") && text.contains(&want), "{text}");
 }
+
+#[test]
+fn a_reload_to_another_state_dir_writes_every_body_there() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:1"]}]"#);
+    let yaml = |state: &str| {
+        format!("state_dir: {state}\njobs:\n  - job_name: files\n    file_sd_configs: [{{files: [sd/*.json]}}]\n")
+    };
+    let path = dir.write("sdbridge.yml", &yaml("state"));
+    let bridge = Bridge::start(&path);
+    let body = bridge.get("/http_sd/files").body;
+    wait_persisted(&dir, "files", &body);
+
+    // Unusable: the reload fails as a whole and the old one keeps serving.
+    dir.write("file", "a regular file");
+    dir.write("sdbridge.yml", &yaml("file/state"));
+    let r = bridge.request("POST", "/-/reload", &[]);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("is not a directory"), "{}", r.text());
+
+    // A usable one gets the unchanged body at once, not at its next change.
+    dir.write("sdbridge.yml", &yaml("moved"));
+    assert_eq!(bridge.request("POST", "/-/reload", &[]).status, 200);
+    poll_until(
+        Duration::from_secs(20),
+        "the body in the new state_dir",
+        || {
+            (persisted_body(&dir.path("moved/files.state")).as_deref() == Some(&body[..]))
+                .then_some(())
+        },
+    );
+    assert_eq!(bridge.get("/http_sd/files").body, body);
+}

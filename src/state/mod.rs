@@ -180,11 +180,12 @@ fn sweep(dir: &Path, wanted: &HashMap<String, (&str, &str)>) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
+        if wanted.contains_key(&name) {
+            // Read by `load`.
+        } else if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover temporary state file");
             }
-        } else if wanted.contains_key(&name) {
         } else if name.ends_with(format::EXTENSION) {
             tracing::debug!(path = %path.display(), "state file of a job not in the config; left alone");
         } else if entry.file_type().is_ok_and(|t| t.is_file()) {

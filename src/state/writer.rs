@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::format;
@@ -19,18 +18,22 @@ use crate::snapshot::Rendered;
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Wait before retrying a write that failed (disk full, permissions).
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Longest a shutdown waits for the last writes (a hung disk must not
+/// keep the process from exiting).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Persists bodies into the state directory (see the module doc).
 #[derive(Debug)]
 pub struct Writer {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Signalled when the thread has ended.
+    ended: Condvar,
     metrics: Arc<Metrics>,
     interval: Duration,
 }
@@ -45,6 +48,8 @@ struct Queue {
     not_before: HashMap<String, Instant>,
     /// Set on shutdown: write what is pending now, then end.
     closed: bool,
+    /// Whether the thread has ended (or never started).
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -66,24 +71,25 @@ impl Writer {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             wake: Condvar::new(),
+            ended: Condvar::new(),
             metrics,
             interval,
         });
         let worker = shared.clone();
-        let thread = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("sdbridge-state".into())
-            .spawn(move || worker.run());
-        let thread = match thread {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the state writer thread; nothing will be persisted");
-                None
-            }
-        };
-        Arc::new(Writer {
-            shared,
-            thread: Mutex::new(thread),
-        })
+            .spawn(move || {
+                worker.run();
+                worker.lock().finished = true;
+                worker.ended.notify_all();
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the state writer thread; nothing will be persisted");
+            let mut queue = shared.lock();
+            queue.closed = true;
+            queue.finished = true;
+        }
+        Arc::new(Writer { shared })
     }
 
     /// Persists into `dir` from now on (`None`: not at all). What is
@@ -121,14 +127,27 @@ impl Writer {
         queue.not_before.remove(job);
     }
 
-    /// Writes what is pending at once and stops the thread (shutdown).
-    /// Later pushes are dropped.
+    /// Writes what is pending at once and stops the thread (shutdown),
+    /// waiting at most 10 s for it. Later pushes are dropped.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
+        let mut queue = self.shared.lock();
+        queue.closed = true;
         self.shared.wake.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while !queue.finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "the state writer did not finish in time; the last bodies may not be persisted"
+                );
+                return;
+            }
+            queue = self
+                .shared
+                .ended
+                .wait_timeout(queue, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
