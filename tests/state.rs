@@ -304,3 +304,26 @@ fn a_reload_to_another_state_dir_writes_every_body_there() {
     );
     assert_eq!(bridge.get("/http_sd/files").body, body);
 }
+
+#[test]
+fn sigterm_writes_the_body_still_waiting() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:1"]}]"#);
+    let path = dir.write(
+        "sdbridge.yml",
+        "state_dir: state\njobs:\n  - job_name: files\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&path);
+    let first = bridge.get("/http_sd/files").body;
+    wait_persisted(&dir, "files", &first);
+    // Within a second of that write, so this one waits in the writer.
+    dir.replace("sd/a.json", r#"[{"targets": ["127.0.0.1:2"]}]"#);
+    let last = bridge.wait_body("/http_sd/files", "the new body", |b| {
+        b.contains("127.0.0.1:2")
+    });
+    assert!(bridge.terminate().success());
+    assert_eq!(
+        persisted_body(&state_file(&dir, "files")).as_deref(),
+        Some(last.as_bytes())
+    );
+}

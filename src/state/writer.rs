@@ -229,7 +229,7 @@ impl Shared {
             }
             Err(e) => {
                 self.metrics.state_written(job, false);
-                tracing::warn!(job, path = %path.display(), error = %e, "cannot write the state file; retrying in 30s or at the next change");
+                tracing::warn!(job, path = %path.display(), error = %e, "cannot write the state file; retrying in 30s");
                 false
             }
         }
