@@ -147,6 +147,12 @@ fn check(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(dir) = &config.state_dir {
+        if let Err(e) = crate::state::check_dir(dir) {
+            println!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut errors = 0;
     let mut files = 0;
     for job in &config.jobs {

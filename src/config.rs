@@ -75,11 +75,23 @@ pub struct Config {
     /// Bounds on input (CONTRACT section 3).
     #[serde(default)]
     pub limits: Limits,
+    /// Where each job's last good body is persisted, to be served at start
+    /// until its sources sync ([`crate::state`]). Default: none, nothing
+    /// is persisted. Relative to the config file's directory.
+    #[serde(default, deserialize_with = "deserialize_state_dir")]
+    pub state_dir: Option<PathBuf>,
     /// Directory relative paths are resolved against: Go's
     /// `filepath.Dir` of the config path as given, exactly as Prometheus
     /// does, so `__meta_filepath` comes out the same.
     #[serde(skip)]
     pub base_dir: String,
+}
+
+fn deserialize_state_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    yaml::parse_str(d, |s| match s {
+        "" => Err("must not be empty".to_string()),
+        s => Ok(Some(PathBuf::from(s))),
+    })
 }
 
 fn default_listen() -> SocketAddr {
@@ -383,6 +395,9 @@ impl Config {
         }
         config.base_dir = gopath::dir(&path.to_string_lossy());
         config.web.set_directory(&config.base_dir);
+        if let Some(dir) = &mut config.state_dir {
+            *dir = PathBuf::from(gopath::join_dir(&config.base_dir, &dir.to_string_lossy()));
+        }
         for job in &mut config.jobs {
             let max_input = config.limits.max_input_size.bytes();
             for file_sd in &mut job.file_sd_configs {
@@ -449,6 +464,11 @@ mod tests {
             ["/etc/sdbridge/sd/*.json", "/abs/x.yml", "/etc/up/*.yaml"]
         );
         assert_eq!(f.refresh_interval.0, Duration::from_secs(300));
+        assert_eq!(c.state_dir, None);
+        let s = parse("state_dir: state\n").unwrap();
+        assert_eq!(s.state_dir, Some(PathBuf::from("/etc/sdbridge/state")));
+        let s = parse("state_dir: /var/lib/sdbridge\n").unwrap();
+        assert_eq!(s.state_dir, Some(PathBuf::from("/var/lib/sdbridge")));
     }
 
     #[test]
@@ -507,6 +527,7 @@ mod tests {
             ("jobs:\n  - job_name: [a]\n", ":2:15: jobs[0].job_name: invalid type"),
             ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
             ("jobs:\n  - job_name: ''\n", ":2:5: job_name is empty"),
+            ("state_dir: ''\n", ":1:12: state_dir: must not be empty"),
             (
                 "limits: {max_input_size: 5XB}\n",
                 ":1:26: limits.max_input_size: \"5XB\": unknown unit",

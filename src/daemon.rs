@@ -18,6 +18,7 @@ use crate::merge::{JobLayout, Layout, Merger, Message, Publisher, SourceLayout};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::source::{self, Outbox, SlotId, SourceConfig, SourceContext};
+use crate::state::{self, Persistence};
 use crate::web::Web;
 
 /// Queue depth between sources and the merger; sources wait when it is full.
@@ -48,6 +49,14 @@ pub enum RunError {
     /// `dump --job` named a job the config does not have.
     #[error("no job named {0:?} in the config")]
     UnknownJob(String),
+    /// `state_dir` cannot be used.
+    #[error("{config}: {source}")]
+    State {
+        /// The config file.
+        config: PathBuf,
+        /// What is wrong with the directory.
+        source: state::DirError,
+    },
     /// `dump` gave up waiting for sources to complete a round.
     #[error("not synced after {seconds}s: {waiting}")]
     NotSynced {
@@ -101,15 +110,21 @@ pub struct Applied {
 }
 
 impl Runtime {
-    /// Starts the merger, publishing through `publisher`, and every source
-    /// of `config`.
+    /// Starts the merger, publishing through `publisher` (and persisting
+    /// through `persistence`), and every source of `config`.
     pub async fn start(
         config: &Config,
         publisher: &Arc<Publisher>,
         metrics: &Arc<Metrics>,
+        persistence: Option<Persistence>,
     ) -> Runtime {
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
-        Merger::empty(publisher.clone(), metrics.clone()).spawn(rx);
+        let merger = Merger::empty(publisher.clone(), metrics.clone());
+        match persistence {
+            Some(p) => merger.with_state(p),
+            None => merger,
+        }
+        .spawn(rx);
         let mut runtime = Runtime {
             tx,
             metrics: metrics.clone(),
@@ -123,7 +138,10 @@ impl Runtime {
     /// Makes the running sources those of `config`.
     pub async fn apply(&mut self, config: &Config) -> Applied {
         let mut old = std::mem::take(&mut self.running);
-        let mut layout = Layout::default();
+        let mut layout = Layout {
+            jobs: Vec::new(),
+            state_dir: config.state_dir.clone(),
+        };
         // Slots are never reused: those from here on are new sources.
         let first_new = SlotId(self.next_slot + 1);
         let mut applied = Applied::default();
@@ -132,6 +150,7 @@ impl Runtime {
             let names = source::source_names(&sources);
             let mut job_layout = JobLayout {
                 name: job.job_name.clone(),
+                key: state::job_key(&job.job_name, &sources),
                 sources: Vec::new(),
             };
             for (config, name) in sources.into_iter().zip(names) {
@@ -216,14 +235,17 @@ pub async fn serve(
         path: path.clone(),
         message,
     })?;
+    let metrics = Arc::new(Metrics::new());
+    let persistence = open_state(&path, &config, &metrics)?;
+    let writer = persistence.writer.clone();
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
-    let mut sources = Runtime::start(&config, &publisher, &metrics).await;
+    let mut sources = Runtime::start(&config, &publisher, &metrics, Some(persistence)).await;
+    let mut state_dir = config.state_dir.clone();
     tracing::info!(
         addr = %local,
         jobs = config.jobs.len(),
@@ -264,6 +286,10 @@ pub async fn serve(
             },
         };
         let loaded = Config::load(&path)
+            .and_then(|new| {
+                state_dir_for_reload(&path, &state_dir, &new)?;
+                Ok(new)
+            })
             .map_err(|e| e.to_string())
             .and_then(|new| {
                 let web = Web::new(&new.web, bcrypt.clone())
@@ -272,6 +298,7 @@ pub async fn serve(
             });
         let result = match loaded {
             Ok((new, mut web)) => {
+                state_dir.clone_from(&new.state_dir);
                 if !web.keep_mode_of(&state.web.load()) {
                     tracing::warn!("switching TLS on or off takes a restart; serving as before");
                 }
@@ -301,10 +328,64 @@ pub async fn serve(
     stop.cancel();
     let result = server.await;
     sources.stop();
+    // What is still waiting to be persisted is written now.
+    writer.close();
     tracing::info!("stopped");
     match result {
         Ok(served) => served.map_err(RunError::Serve),
         Err(e) => Err(RunError::Serve(std::io::Error::other(e))),
+    }
+}
+
+/// The state writer, and the bodies `config`'s `state_dir` holds for its
+/// jobs; an unusable `state_dir` stops the start.
+fn open_state(
+    path: &std::path::Path,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Persistence, RunError> {
+    let mut loaded = state::Loaded::new();
+    if let Some(dir) = &config.state_dir {
+        state::prepare(dir).map_err(|source| RunError::State {
+            config: path.to_path_buf(),
+            source,
+        })?;
+        let jobs: Vec<(String, String)> = config
+            .jobs
+            .iter()
+            .map(|job| {
+                let sources = source::sources_of(job);
+                (
+                    job.job_name.clone(),
+                    state::job_key(&job.job_name, &sources),
+                )
+            })
+            .collect();
+        loaded = state::load(dir, &jobs);
+    }
+    Ok(Persistence {
+        writer: state::Writer::spawn(metrics.clone()),
+        loaded,
+    })
+}
+
+/// A reload to a new `state_dir` needs it usable, as a start would; it is
+/// only written to from then on (bodies are read back only at start).
+fn state_dir_for_reload(
+    path: &std::path::Path,
+    current: &Option<PathBuf>,
+    new: &Config,
+) -> Result<(), crate::config::ConfigError> {
+    match &new.state_dir {
+        Some(dir) if new.state_dir != *current => {
+            state::prepare(dir).map_err(|e| crate::config::ConfigError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            tracing::info!(state_dir = %dir.display(), "state_dir changed: bodies are written there from now on");
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -362,7 +443,7 @@ pub async fn dump(
     }
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
-    let sources = Runtime::start(&config, &publisher, &metrics).await;
+    let sources = Runtime::start(&config, &publisher, &metrics, None).await;
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(10));
     let deadline = tokio::time::Instant::now() + timeout;
     let body = loop {

@@ -27,6 +27,9 @@
 //!   lock, no JSON work, no body copy.
 //! - [`web`]: the `web:` block: TLS (certificates re-read when they
 //!   change), basic auth with cached bcrypt checks, bearer tokens.
+//! - [`state`]: `state_dir`, each job's last good body on disk (written
+//!   atomically by a thread of its own, coalesced), served at start until
+//!   the job's sources sync.
 //! - [`status`]: the HTML status page; [`targets_page`]: one job's
 //!   targets, filtered and paginated on the server; [`metrics`]: `/metrics`.
 //! - [`cli`]: the commands.
@@ -49,6 +52,7 @@ pub mod shard;
 pub mod size;
 pub mod snapshot;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod targetgroup;
 pub mod targets_page;

@@ -11,6 +11,7 @@
 //! the async workers that answer HTTP; gzip runs on another (`Compressor`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
 use crate::source::{self, Change, Part, SlotId, Update};
+use crate::state::{self, Loaded, Persistence, Writer};
 use crate::targetgroup::{EscapedJob, Fragment};
 
 /// Most updates applied before one publish, so a burst is coalesced but a
@@ -42,6 +44,8 @@ pub enum Message {
 pub struct Layout {
     /// Jobs in config order.
     pub jobs: Vec<JobLayout>,
+    /// Where job bodies are persisted (`state_dir`), if anywhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One job of a [`Layout`].
@@ -49,6 +53,9 @@ pub struct Layout {
 pub struct JobLayout {
     /// The job name.
     pub name: String,
+    /// Its config's [`state::job_key`]: a persisted body is served only
+    /// under the same key.
+    pub key: String,
     /// Its sources in serving order.
     pub sources: Vec<SourceLayout>,
 }
@@ -92,6 +99,7 @@ impl Layout {
                     let names = source::source_names(&sources);
                     JobLayout {
                         name: job.job_name.clone(),
+                        key: state::job_key(&job.job_name, &sources),
                         sources: sources
                             .iter()
                             .zip(names)
@@ -103,6 +111,7 @@ impl Layout {
                     }
                 })
                 .collect(),
+            state_dir: config.state_dir.clone(),
         }
     }
 }
@@ -123,8 +132,15 @@ struct JobState {
     sources: Vec<SourceState>,
     rendered: Arc<Rendered>,
     /// After a reload: the body the job served before, kept serving (ready)
-    /// until every source of the new layout has synced.
+    /// until every source of the new layout has synced. At start: the body
+    /// read from `state_dir`.
     held: Option<Arc<Rendered>>,
+    /// Whether `held` came from `state_dir`.
+    from_state: bool,
+    /// Its config key ([`JobLayout::key`]).
+    key: String,
+    /// The key and body last handed to the state writer.
+    persisted: Option<(String, Arc<Rendered>)>,
     dirty: bool,
 }
 
@@ -132,6 +148,18 @@ impl JobState {
     fn synced(&self) -> bool {
         self.sources.iter().all(|s| s.status.synced)
     }
+}
+
+/// What a job of the layout before a reload leaves to its successor.
+struct Previous {
+    /// Its last render.
+    rendered: Arc<Rendered>,
+    /// What it served, if it was ready.
+    served: Option<Arc<Rendered>>,
+    /// Whether `served` came from `state_dir`.
+    from_state: bool,
+    /// What was last handed to the state writer.
+    persisted: Option<(String, Arc<Rendered>)>,
 }
 
 /// Where the merger publishes.
@@ -161,6 +189,14 @@ pub struct Merger {
     publisher: Arc<Publisher>,
     metrics: Arc<Metrics>,
     generation: u64,
+    /// Persists served bodies (`serve` only).
+    writer: Option<Arc<Writer>>,
+    /// Bodies read from `state_dir` at start, for the first layout only.
+    loaded: Option<Loaded>,
+    /// The `state_dir` of the current layout.
+    state_dir: Option<PathBuf>,
+    /// Bodies read back, still to be gzipped.
+    restored: Vec<Arc<Rendered>>,
 }
 
 fn empty_body() -> Bytes {
@@ -189,7 +225,19 @@ impl Merger {
             publisher,
             metrics,
             generation: 0,
+            writer: None,
+            loaded: None,
+            state_dir: None,
+            restored: Vec::new(),
         }
+    }
+
+    /// The same merger, persisting served bodies through `persistence`'s
+    /// writer and serving its loaded bodies until their jobs sync.
+    pub fn with_state(mut self, persistence: Persistence) -> Merger {
+        self.writer = Some(persistence.writer);
+        self.loaded = Some(persistence.loaded);
+        self
     }
 
     /// Switches to `layout`: sources whose slot is in it keep their parts
@@ -198,19 +246,36 @@ impl Merger {
     /// no longer there are removed from `/metrics`.
     pub fn reconfigure(&mut self, layout: Layout) {
         let mut old_sources: HashMap<SlotId, (String, SourceState)> = HashMap::new();
-        // Per job: its render, and what it served if it was ready.
-        let mut old_jobs: HashMap<String, (Arc<Rendered>, Option<Arc<Rendered>>)> = HashMap::new();
+        let mut old_jobs: HashMap<String, Previous> = HashMap::new();
+        let moved = layout.state_dir != self.state_dir;
+        if moved {
+            if let Some(writer) = &self.writer {
+                writer.set_dir(layout.state_dir.clone());
+            }
+            self.state_dir = layout.state_dir.clone();
+        }
         for mut job in std::mem::take(&mut self.jobs) {
-            let served = if job.synced() {
+            let synced = job.synced();
+            let served = if synced {
                 Some(job.rendered.clone())
             } else {
                 job.held.take()
             };
-            old_jobs.insert(job.name.clone(), (job.rendered, served));
+            old_jobs.insert(
+                job.name.clone(),
+                Previous {
+                    rendered: job.rendered,
+                    served,
+                    from_state: job.from_state && !synced,
+                    // A new directory gets every body again.
+                    persisted: job.persisted.filter(|_| !moved),
+                },
+            );
             for source in job.sources {
                 old_sources.insert(source.slot, (job.name.clone(), source));
             }
         }
+        let mut loaded = self.loaded.take().unwrap_or_default();
         let empty = Rendered::new(empty_body(), 0, 0, None);
         for job in &layout.jobs {
             let sources = job
@@ -239,13 +304,40 @@ impl Merger {
                 name: job.name.clone(),
                 escaped: EscapedJob::new(&job.name),
                 sources,
-                rendered: previous.as_ref().map_or(empty.clone(), |p| p.0.clone()),
+                rendered: previous
+                    .as_ref()
+                    .map_or(empty.clone(), |p| p.rendered.clone()),
                 held: None,
+                from_state: false,
+                key: job.key.clone(),
+                persisted: None,
                 dirty: true,
             };
-            if let Some((_, Some(served))) = previous {
-                if !state.synced() {
-                    state.held = Some(served);
+            match previous {
+                Some(p) => {
+                    state.persisted = p.persisted;
+                    if !state.synced() {
+                        state.held = p.served;
+                        state.from_state = p.from_state && state.held.is_some();
+                    }
+                }
+                None => {
+                    if let Some(body) = loaded.remove(&job.name).filter(|p| p.key == job.key) {
+                        if !state.sources.is_empty() {
+                            let restored = Rendered::restored(
+                                body.body,
+                                body.groups,
+                                body.targets,
+                                body.built_at,
+                            );
+                            // Later bodies get a later Last-Modified.
+                            state.rendered = restored.clone();
+                            state.held = Some(restored.clone());
+                            state.from_state = true;
+                            state.persisted = Some((job.key.clone(), restored.clone()));
+                            self.restored.push(restored);
+                        }
+                    }
                 }
             }
             self.jobs.push(state);
@@ -256,6 +348,9 @@ impl Merger {
         }
         for name in old_jobs.keys() {
             self.metrics.forget_job(name);
+            if let Some(writer) = &self.writer {
+                writer.forget(name);
+            }
         }
         self.slots = self
             .jobs
@@ -310,18 +405,41 @@ impl Merger {
     /// Returns the bodies that are new, still to be gzipped
     /// ([`Rendered::compress`]).
     pub fn publish(&mut self) -> Vec<Arc<Rendered>> {
-        let mut fresh = Vec::new();
+        let mut fresh = std::mem::take(&mut self.restored);
         let started = Instant::now();
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
-            let rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
+            let mut rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
+            if job.synced() {
+                if let Some(held) = job.held.take() {
+                    // Synced to what was held (a restart or reload that
+                    // changed nothing): keep its Last-Modified and gzip.
+                    if held.body == rendered.body {
+                        rendered = held;
+                    }
+                }
+                job.from_state = false;
+            }
             if !Arc::ptr_eq(&rendered, &job.rendered) {
                 fresh.push(rendered.clone());
             }
             job.rendered = rendered;
-            if job.synced() {
-                job.held = None;
+        }
+        if let Some(writer) = &self.writer {
+            for job in self
+                .jobs
+                .iter_mut()
+                .filter(|j| j.held.is_none() && !j.sources.is_empty() && j.synced())
+            {
+                let current = job
+                    .persisted
+                    .as_ref()
+                    .is_some_and(|(k, r)| *k == job.key && Arc::ptr_eq(r, &job.rendered));
+                if !current {
+                    writer.push(&job.name, &job.key, job.rendered.clone());
+                    job.persisted = Some((job.key.clone(), job.rendered.clone()));
+                }
             }
         }
         let jobs: Vec<JobSnapshot> = self
@@ -334,6 +452,7 @@ impl Merger {
                     name: j.name.clone(),
                     ready: ready || held.is_some(),
                     rendered: held.unwrap_or(&j.rendered).clone(),
+                    from_state: j.from_state && held.is_some(),
                     sources: j.sources.iter().map(|s| s.status.clone()).collect(),
                 }
             })
@@ -364,7 +483,8 @@ impl Merger {
         }
         self.generation += 1;
         for job in &jobs {
-            self.metrics.job_state(&job.name, job.ready, &job.rendered);
+            self.metrics
+                .job_state(&job.name, job.ready, job.from_state, &job.rendered);
         }
         let snapshot = Snapshot {
             all_ready: jobs.iter().all(|j| j.ready),
@@ -682,6 +802,7 @@ mod tests {
         let mut layout = Layout::default();
         let mut a = JobLayout {
             name: "a".into(),
+            key: String::new(),
             sources: Vec::new(),
         };
         for (slot, kind) in [(0, "static"), (5, "file_sd")] {
@@ -722,6 +843,140 @@ mod tests {
         let s = publisher.snapshot.load();
         assert_eq!(targets(&s.job("a").unwrap().rendered.body), ["s", "new"]);
         assert_eq!(targets(&s.all.body), ["s", "new"]);
+    }
+
+    /// Job `a` of [`merger_with_metrics`] with a body read back from
+    /// `state_dir`, built at `built`, under `key` (its real key or not).
+    fn restored_merger(
+        right_key: bool,
+        built: SystemTime,
+    ) -> (Merger, Arc<Publisher>, Arc<Writer>, tempfile::TempDir) {
+        let config = Config::parse(
+            "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",
+            Path::new("/etc/sdbridge.yml"),
+        )
+        .unwrap();
+        let mut layout = Layout::sequential(&config);
+        let dir = tempfile::tempdir().unwrap();
+        layout.state_dir = Some(dir.path().to_path_buf());
+        let key = if right_key {
+            layout.jobs[0].key.clone()
+        } else {
+            "another".to_string()
+        };
+        // What the job served before the restart: 127.0.0.1:9 from its file.
+        let fragment = part("/sd/a.json", "127.0.0.1:9").fragment;
+        let body = render(std::iter::once(&*fragment), &EscapedJob::new("a"), None)
+            .body
+            .clone();
+        let persisted = state::Persisted {
+            job: "a".into(),
+            key,
+            built_at: built,
+            body,
+            groups: 1,
+            targets: 1,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let writer = Writer::spawn(metrics.clone());
+        let publisher = Publisher::new(placeholder());
+        let mut m = Merger::empty(publisher.clone(), metrics).with_state(Persistence {
+            writer: writer.clone(),
+            loaded: [("a".to_string(), persisted)].into_iter().collect(),
+        });
+        m.reconfigure(layout);
+        m.publish();
+        (m, publisher, writer, dir)
+    }
+
+    fn sync_a(m: &mut Merger, file_target: &str) {
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "127.0.0.1:1")]),
+            None,
+        ));
+        m.publish();
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", file_target)]),
+            None,
+        ));
+        m.publish();
+    }
+
+    #[test]
+    fn a_restored_body_is_served_ready_until_the_sources_sync() {
+        let built = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (mut m, publisher, writer, dir) = restored_merger(true, built);
+        let s = publisher.snapshot.load();
+        let a = s.job("a").unwrap();
+        assert!(a.ready && a.from_state && s.all_ready);
+        assert_eq!(targets(&a.rendered.body), ["127.0.0.1:9"]);
+        assert_eq!(
+            a.rendered.last_modified, built,
+            "Last-Modified as persisted"
+        );
+        // One source synced: still the restored body.
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "127.0.0.1:1")]),
+            None,
+        ));
+        m.publish();
+        assert!(publisher.snapshot.load().job("a").unwrap().from_state);
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "127.0.0.1:2")]),
+            None,
+        ));
+        m.publish();
+        let s = publisher.snapshot.load();
+        let a = s.job("a").unwrap();
+        assert!(a.ready && !a.from_state);
+        assert_eq!(targets(&a.rendered.body), ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(a.rendered.last_modified > built);
+        writer.close();
+        let file = std::fs::read(dir.path().join(state::file_name("a"))).unwrap();
+        assert!(
+            file.ends_with(&a.rendered.body),
+            "the live body is persisted"
+        );
+    }
+
+    #[test]
+    fn a_restored_body_with_another_key_is_not_served() {
+        let (mut m, publisher, writer, _dir) = restored_merger(false, SystemTime::now());
+        let a = publisher.snapshot.load().job("a").unwrap().clone();
+        assert!(!a.ready && !a.from_state);
+        sync_a(&mut m, "127.0.0.1:2");
+        assert!(publisher.snapshot.load().job("a").unwrap().ready);
+        writer.close();
+    }
+
+    #[test]
+    fn syncing_to_the_restored_body_keeps_its_last_modified() {
+        let built = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (mut m, publisher, writer, dir) = restored_merger(true, built);
+        let before = publisher.snapshot.load().job("a").unwrap().rendered.clone();
+        // The sources find what was persisted: the same bytes.
+        m.apply(update(0, Change::Replace(vec![]), None));
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "127.0.0.1:9")]),
+            None,
+        ));
+        m.publish();
+        let a = publisher.snapshot.load().job("a").unwrap().clone();
+        assert!(a.ready && !a.from_state);
+        assert!(
+            Arc::ptr_eq(&a.rendered, &before),
+            "same Last-Modified, same gzip"
+        );
+        writer.close();
+        assert!(
+            !dir.path().join(state::file_name("a")).exists(),
+            "nothing new to write"
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct Metrics {
     job_groups: Family<JobLabels, Gauge>,
     job_targets: Family<JobLabels, Gauge>,
     job_body_bytes: Family<JobLabels, Gauge>,
+    job_from_state: Family<JobLabels, Gauge>,
+    state_writes: Family<JobLabels, Counter>,
+    state_write_errors: Family<JobLabels, Counter>,
     rebuilds: Counter,
     rebuild_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
@@ -142,6 +145,9 @@ impl Metrics {
             job_groups: Family::default(),
             job_targets: Family::default(),
             job_body_bytes: Family::default(),
+            job_from_state: Family::default(),
+            state_writes: Family::default(),
+            state_write_errors: Family::default(),
             rebuilds: Counter::default(),
             rebuild_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             requests: Family::default(),
@@ -208,6 +214,21 @@ impl Metrics {
             "job_body_bytes",
             "Size of the job's uncompressed HTTP SD body",
             m.job_body_bytes.clone(),
+        );
+        registry.register(
+            "job_from_state",
+            "1 while the job serves the body read from state_dir at start (ready; its sources have not all synced yet)",
+            m.job_from_state.clone(),
+        );
+        registry.register(
+            "state_writes",
+            "Bodies of the job written to state_dir (at most one a second per job)",
+            m.state_writes.clone(),
+        );
+        registry.register(
+            "state_write_errors",
+            "Failed writes of the job's body to state_dir",
+            m.state_write_errors.clone(),
         );
         registry.register(
             "snapshot_rebuilds",
@@ -349,6 +370,9 @@ impl Metrics {
         self.job_groups.remove(&labels);
         self.job_targets.remove(&labels);
         self.job_body_bytes.remove(&labels);
+        self.job_from_state.remove(&labels);
+        self.state_writes.remove(&labels);
+        self.state_write_errors.remove(&labels);
     }
 
     /// Counts one error of `kind`.
@@ -383,11 +407,14 @@ impl Metrics {
     }
 
     /// Records a job's state after a publish.
-    pub fn job_state(&self, job: &str, ready: bool, rendered: &Rendered) {
+    pub fn job_state(&self, job: &str, ready: bool, from_state: bool, rendered: &Rendered) {
         let labels = JobLabels {
             job: job.to_string(),
         };
         self.job_ready.get_or_create(&labels).set(i64::from(ready));
+        self.job_from_state
+            .get_or_create(&labels)
+            .set(i64::from(from_state));
         self.job_groups
             .get_or_create(&labels)
             .set(rendered.groups as i64);
@@ -397,6 +424,18 @@ impl Metrics {
         self.job_body_bytes
             .get_or_create(&labels)
             .set(rendered.body.len() as i64);
+    }
+
+    /// Counts one write of a job's state file, or one failed write.
+    pub fn state_written(&self, job: &str, ok: bool) {
+        let labels = JobLabels {
+            job: job.to_string(),
+        };
+        if ok {
+            self.state_writes.get_or_create(&labels).inc();
+        } else {
+            self.state_write_errors.get_or_create(&labels).inc();
+        }
     }
 
     /// Counts one snapshot publish.
@@ -491,16 +530,22 @@ impl Metrics {
     }
 
     /// The OpenMetrics exposition, with data ages computed from
-    /// `snapshot` now.
+    /// `snapshot` now. A job served from `state_dir` serves data as old as
+    /// that body, whatever its sources did since the restart.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
         let now = SystemTime::now();
         for job in &snapshot.jobs {
+            let restored = job.from_state.then_some(job.rendered.last_modified);
             for source in &job.sources {
-                if let Some(t) = source.last_success {
-                    let age = now.duration_since(t).unwrap_or_default().as_secs_f64();
-                    self.source_data_age
-                        .get_or_create(&self.source_labels(&job.name, source))
-                        .set(age);
+                let labels = self.source_labels(&job.name, source);
+                match restored.or(source.last_success) {
+                    Some(t) => {
+                        let age = now.duration_since(t).unwrap_or_default().as_secs_f64();
+                        self.source_data_age.get_or_create(&labels).set(age);
+                    }
+                    None => {
+                        self.source_data_age.remove(&labels);
+                    }
                 }
             }
         }

@@ -53,11 +53,6 @@ impl Rendered {
                 return prev.clone();
             }
         }
-        // A 128-bit content hash: not a security boundary, just a
-        // validator that must be equal wherever the bytes are equal.
-        let hex = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
-        let etag = header(&format!("\"{hex}\""));
-        let gzip_etag = header(&format!("\"{hex}-gzip\""));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -69,6 +64,22 @@ impl Rendered {
             .and_then(|p| p.last_modified.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() + 1);
         let last_modified = UNIX_EPOCH + Duration::from_secs(now.max(after_previous));
+        Rendered::restored(body, groups, targets, last_modified)
+    }
+
+    /// A body first seen at `last_modified` (a body read back from
+    /// `state_dir` keeps the `Last-Modified` it was served with).
+    pub fn restored(
+        body: Bytes,
+        groups: usize,
+        targets: usize,
+        last_modified: SystemTime,
+    ) -> Arc<Rendered> {
+        // A 128-bit content hash: not a security boundary, just a
+        // validator that must be equal wherever the bytes are equal.
+        let hex = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
+        let etag = header(&format!("\"{hex}\""));
+        let gzip_etag = header(&format!("\"{hex}-gzip\""));
         Arc::new(Rendered {
             gzip: OnceLock::new(),
             body,
@@ -85,18 +96,7 @@ impl Rendered {
     /// A body cut from `parent` (a shard): its own ETag, `parent`'s
     /// `Last-Modified`.
     pub fn derived(body: Bytes, groups: usize, targets: usize, parent: &Rendered) -> Arc<Rendered> {
-        let hex = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
-        Arc::new(Rendered {
-            gzip: OnceLock::new(),
-            body,
-            etag: header(&format!("\"{hex}\"")),
-            gzip_etag: header(&format!("\"{hex}-gzip\"")),
-            last_modified: parent.last_modified,
-            last_modified_header: parent.last_modified_header.clone(),
-            groups,
-            targets,
-            shards: Default::default(),
-        })
+        Rendered::restored(body, groups, targets, parent.last_modified)
     }
 }
 
@@ -156,6 +156,9 @@ pub struct JobSnapshot {
     pub ready: bool,
     /// Its body.
     pub rendered: Arc<Rendered>,
+    /// Whether `rendered` is the body read from `state_dir` at start,
+    /// served (ready) until every source has synced.
+    pub from_state: bool,
     /// Its sources, in serving order.
     pub sources: Vec<SourceStatus>,
 }

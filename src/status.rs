@@ -13,7 +13,7 @@ pub(crate) fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// "12s ago", or "never".
+/// `t` as "<n>s ago", or "never".
 pub(crate) fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
         Some(d) => format!("{}s ago", d.as_secs()),
@@ -42,6 +42,14 @@ pub fn page(snapshot: &Snapshot) -> String {
             "<a href=\"/http_sd/{encoded}\">{}</a><br><small><a href=\"/targets/{encoded}\">targets</a></small>",
             escape(&job.name)
         );
+        let link = if job.from_state {
+            format!(
+                "{link}<br><small class=\"bad\">served from state_dir (body built {}) until every source has synced</small>",
+                ago(Some(job.rendered.last_modified))
+            )
+        } else {
+            link
+        };
         if job.sources.is_empty() {
             let _ = write!(
                 html,

@@ -708,6 +708,12 @@ impl FakeConsul {
 
     /// Starts a fake agent.
     pub fn start_with(opts: Options) -> FakeConsul {
+        FakeConsul::start_on(0, opts)
+    }
+
+    /// Starts a fake agent on loopback port `port` (0: any free one), e.g.
+    /// to bring one back where a stopped one listened.
+    pub fn start_on(port: u16, opts: Options) -> FakeConsul {
         let (changes, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             opts,
@@ -724,7 +730,8 @@ impl FakeConsul {
             peak_blocking: AtomicUsize::new(0),
             tls_failures: AtomicU64::new(0),
         });
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake consul");
+        let std_listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind fake consul");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel();

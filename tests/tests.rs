@@ -21,6 +21,7 @@ mod sql;
 mod sql_safety;
 mod sql_source;
 mod sql_util;
+mod state;
 mod targets_page;
 mod tls_util;
 mod web;
