@@ -138,18 +138,16 @@ where
     }
 }
 
-/// `sdbridge check`.
+/// `sdbridge check`: every error in the config, then in every file_sd
+/// file of each job that is valid on its own, each as `file:line:col:`.
 fn check(file: &std::path::Path) -> ExitCode {
-    let config = match Config::load(file) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut errors = 0;
+    let (jobs, config_errors) = Config::check(file);
+    for error in &config_errors {
+        println!("{error}");
+    }
+    let mut file_errors = 0;
     let mut files = 0;
-    for job in &config.jobs {
+    for job in &jobs {
         for file_sd in &job.file_sd_configs {
             let scan = Scanner::new(&file_sd.files)
                 .with_limit(file_sd.max_input_size)
@@ -157,18 +155,22 @@ fn check(file: &std::path::Path) -> ExitCode {
             files += scan.parts.len() + scan.new_errors.len();
             for error in &scan.new_errors {
                 println!("{error}");
-                errors += 1;
+                file_errors += 1;
             }
         }
     }
-    if errors > 0 {
-        println!("{errors} invalid file_sd file(s)");
+    if !config_errors.is_empty() || file_errors > 0 {
+        println!(
+            "{}: {} error(s) in the config, {file_errors} invalid file_sd file(s)",
+            file.display(),
+            config_errors.len()
+        );
         return ExitCode::FAILURE;
     }
     println!(
         "{}: OK ({} jobs, {files} file_sd files)",
         file.display(),
-        config.jobs.len()
+        jobs.len()
     );
     ExitCode::SUCCESS
 }

@@ -264,6 +264,8 @@ mod tests {
         // Applied where it stands: after the explicit key, it replaces it.
         assert_eq!(jobs[2].port, 1);
         // Maps (strict): a key both merged and explicit is already set.
+        let j: Job = from_str("job_name: a\nlabels: {<<: [{x: 1}, {y: 2}], z: 3}\n").unwrap();
+        assert_eq!(j.labels.len(), 3);
         let e = from_str::<Job>("job_name: a\nlabels: {<<: {x: 1}, x: 2}\n").unwrap_err();
         assert_eq!(e.message, "labels: key \"x\" already set in map");
         assert_eq!((e.line, e.column), (2, 22));
