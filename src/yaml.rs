@@ -92,6 +92,7 @@ impl Document {
             budget: &budget,
             in_alias: false,
             steps,
+            earlier: &[],
         };
         T::deserialize(de).map_err(|e| e.0)
     }
@@ -123,7 +124,7 @@ impl<'a> NodeRef<'a> {
     /// A mapping's entries as a struct reads them (merge keys applied,
     /// the last of a repeated key); empty for anything else.
     pub fn entries(&self) -> Vec<(&'a str, NodeRef<'a>)> {
-        de::struct_entries(self.0.target())
+        de::struct_entries(&[self.0.target()])
             .unwrap_or_default()
             .into_iter()
             .filter_map(|e| Some((de::key_text(e.key)?, NodeRef(e.value))))

@@ -91,6 +91,8 @@ pub(crate) struct De<'n, 'p> {
     pub budget: &'p Budget,
     pub in_alias: bool,
     pub steps: &'p [super::Step],
+    /// Mappings decoded into the same field before this one.
+    pub earlier: &'p [&'n Node],
 }
 
 impl<'n> De<'n, '_> {
@@ -177,13 +179,20 @@ impl<'n> De<'n, '_> {
         }
     }
 
-    fn child<'c>(&'c self, node: &'n Node, path: Path<'c>, steps: &'c [Step]) -> De<'n, 'c> {
+    fn child<'c>(
+        &'c self,
+        node: &'n Node,
+        path: Path<'c>,
+        steps: &'c [Step],
+        earlier: &'c [&'n Node],
+    ) -> De<'n, 'c> {
         De {
             node,
             path,
             budget: self.budget,
             in_alias: self.target().1,
             steps,
+            earlier,
         }
     }
 
@@ -210,11 +219,12 @@ impl<'n> De<'n, '_> {
         visitor: V,
         as_struct: bool,
     ) -> Result<V::Value, Error> {
-        let node = self.target().0;
+        let mut sources = self.earlier.to_vec();
+        sources.push(self.target().0);
         let all = if as_struct {
-            struct_entries(node)
+            struct_entries(&sources)
         } else {
-            map_entries(node)
+            map_entries(&sources)
         }
         .map_err(|e| Error(e.under(&self.path.to_string())))?;
         let (entries, rest) = match self.steps.split_first() {
@@ -244,6 +254,9 @@ impl<'n> De<'n, '_> {
 pub(crate) struct Entry<'n> {
     pub key: &'n Node,
     pub value: &'n Node,
+    /// Mappings assigned to the same field before `value`, which yaml.v2
+    /// decodes into the same map or struct.
+    earlier: Vec<&'n Node>,
     /// Whether the remaining steps apply to its value.
     narrowed: bool,
 }
@@ -291,8 +304,11 @@ fn merge_sources(value: &Node) -> Result<Vec<&Node>, YamlError> {
 
 /// A mapping's entries as a yaml.v2 struct sees them: merged mappings
 /// applied where `<<` stands, a later assignment replacing an earlier
-/// one, a key given twice in the same mapping an error.
-pub(crate) fn struct_entries(node: &Node) -> Result<Vec<Entry<'_>>, YamlError> {
+/// one, a key given twice in the same mapping an error. yaml.v2 decodes a
+/// mapping into a field that already holds a map or struct by adding to
+/// it, so a mapping assigned after mappings keeps them as `earlier`.
+/// `sources` are applied in order (a field assigned mappings before).
+pub(crate) fn struct_entries<'n>(sources: &[&'n Node]) -> Result<Vec<Entry<'n>>, YamlError> {
     fn collect<'n>(
         node: &'n Node,
         out: &mut Vec<Entry<'n>>,
@@ -318,25 +334,41 @@ pub(crate) fn struct_entries(node: &Node) -> Result<Vec<Entry<'_>>, YamlError> {
                     return Err(YamlError::at(k.mark, format!("duplicate field `{text}`")));
                 }
                 if let Some(i) = out.iter().position(|e| key_text(e.key) == Some(text)) {
-                    out.remove(i);
+                    let old = out.remove(i);
+                    let is_map = |n: &Node| matches!(n.target().kind, Kind::Map(_));
+                    if is_map(v) && is_map(old.value) {
+                        let mut earlier = old.earlier;
+                        earlier.push(old.value);
+                        out.push(Entry {
+                            key: k,
+                            value: v,
+                            earlier,
+                            narrowed: false,
+                        });
+                        continue;
+                    }
                 }
             }
             out.push(Entry {
                 key: k,
                 value: v,
+                earlier: Vec::new(),
                 narrowed: false,
             });
         }
         Ok(())
     }
     let mut out = Vec::new();
-    collect(node, &mut out, 0)?;
+    for source in sources {
+        collect(source, &mut out, 0)?;
+    }
     Ok(out)
 }
 
 /// A mapping's entries as a yaml.v2 map sees them: merged entries added,
-/// and (strict) any key set twice, merged or not, an error.
-fn map_entries(node: &Node) -> Result<Vec<Entry<'_>>, YamlError> {
+/// and (strict) any key set twice, merged or not, an error; `sources`
+/// all add to the same map.
+fn map_entries<'n>(sources: &[&'n Node]) -> Result<Vec<Entry<'n>>, YamlError> {
     fn collect<'n>(
         node: &'n Node,
         out: &mut Vec<Entry<'n>>,
@@ -367,13 +399,17 @@ fn map_entries(node: &Node) -> Result<Vec<Entry<'_>>, YamlError> {
             out.push(Entry {
                 key: k,
                 value: v,
+                earlier: Vec::new(),
                 narrowed: false,
             });
         }
         Ok(())
     }
     let mut out = Vec::new();
-    collect(node, &mut out, &mut HashSet::new(), 0)?;
+    let mut seen = HashSet::new();
+    for source in sources {
+        collect(source, &mut out, &mut seen, 0)?;
+    }
     Ok(out)
 }
 
@@ -394,7 +430,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_, '_> {
             return Ok(None);
         };
         let path = Path::Seq(&self.de.path, index);
-        seed.deserialize(self.de.child(node, path, self.rest))
+        seed.deserialize(self.de.child(node, path, self.rest, &[]))
             .map(Some)
     }
 
@@ -427,6 +463,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
             budget: self.de.budget,
             in_alias: self.de.target().1,
             steps: &[],
+            earlier: &[],
         };
         self.value = Some(entry);
         seed.deserialize(key).map(Some)
@@ -439,7 +476,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_, '_> {
         let key = key_text(entry.key).unwrap_or("?");
         let path = Path::Map(&self.de.path, key);
         let steps = if entry.narrowed { self.rest } else { &[] };
-        seed.deserialize(self.de.child(entry.value, path, steps))
+        seed.deserialize(self.de.child(entry.value, path, steps, &entry.earlier))
     }
 
     fn size_hint(&self) -> Option<usize> {
