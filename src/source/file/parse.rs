@@ -92,7 +92,12 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
         "json" => serde_json::from_slice(&go_json_text(content)).map_err(|e| {
             let full = e.to_string();
             let suffix = format!(" at line {} column {}", e.line(), e.column());
-            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            let mut message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            if content.starts_with(b"\xef\xbb\xbf") {
+                message.push_str(
+                    " (the file starts with a byte-order mark, which Go's encoding/json, and so Prometheus, refuses too)",
+                );
+            }
             error(e.line(), e.column(), message)
         })?,
         "yml" | "yaml" => {
@@ -232,7 +237,13 @@ mod tests {
 
     #[test]
     fn what_rejects_a_whole_file_like_prometheus() {
-        let cases: [(&str, &[u8], &str); 13] = [
+        let cases: [(&str, &[u8], &str); 14] = [
+            // Both mappings of a merge list set `env` in the same map.
+            (
+                "/sd/a.yml",
+                b"- &a {labels: {env: x}}\n- &b {labels: {env: y}}\n- <<: [*a, *b]\n",
+                "/sd/a.yml:1:16: [2].labels: key \"env\" already set in map",
+            ),
             // Go's json.Unmarshal refuses a byte-order mark.
             (
                 "/sd/a.json",
@@ -371,6 +382,18 @@ mod tests {
         // yaml.v2 applies a merge where it stands: after an explicit key,
         // the merged value replaces it.
         assert_eq!(g[4].targets, ["a"]);
+        // A label map after a merged one adds to it (yaml.v2 decodes into
+        // the map already there); a list replaces.
+        let g = parse_file(
+            "/a.yml",
+            b"- &a {targets: [a], labels: {x: 1}}\n- <<: *a\n  targets: [b]\n  labels: {y: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(g[1].targets, ["b"]);
+        assert_eq!(
+            (g[1].labels.0["x"].as_str(), g[1].labels.0["y"].as_str()),
+            ("1", "2")
+        );
         // Merged label maps combine.
         let (_, l) = labels(b"- targets: [a]\n  labels: {<<: [{a: 1}, {b: 2}], c: 3}\n");
         assert_eq!(l, kv(&[("a", "1"), ("b", "2"), ("c", "3")]));
