@@ -289,7 +289,7 @@ fn prometheus_reads_edge_case_files_as_sdbridge_does() {
     let binary = require_binary!("prometheus");
     let (dir, bridge) = fixture_setup_from("fixtures/file_sd_parity");
     let served = served_targets(&bridge);
-    assert_eq!(served, 12, "{}", bridge.get("/http_sd/fixtures").text());
+    assert_eq!(served, 14, "{}", bridge.get("/http_sd/fixtures").text());
     let config = dir.write(
         "consumer.yml",
         &scrape_config(&bridge, "        refresh_interval: 1s\n"),
@@ -317,6 +317,9 @@ fn prometheus_reads_edge_case_files_as_sdbridge_does() {
     let repaired = by_address("127.0.0.13:9100")[0];
     assert_eq!(repaired["truncated"], "\u{fffd}\u{fffd}");
     assert_eq!(repaired["two_highs"], "\u{fffd}\u{10000}");
+    let go_keys = by_address("127.0.0.19:9100")[0];
+    assert_eq!((go_keys.get("x"), go_keys["y"].as_str()), (None, "2"));
+    assert_eq!(by_address("127.0.0.20:9100")[0]["a"], "2");
     let yaml11 = by_address("127.0.0.10:9100")[0];
     assert_eq!(
         (yaml11["bool_yes"].as_str(), yaml11["octal"].as_str()),

@@ -40,35 +40,94 @@ impl fmt::Display for FileError {
 }
 
 /// One group of a file; a `null` fails inside the parser, so the error
-/// names the item's line and column.
-struct Item(TargetGroup);
+/// names the item's line and column. `JSON`: read as Go's encoding/json
+/// reads Prometheus's group ([`GoJsonGroup`]).
+struct Item<const JSON: bool>(TargetGroup);
 
-impl<'de> serde::Deserialize<'de> for Item {
+impl<'de, const JSON: bool> serde::Deserialize<'de> for Item<JSON> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ItemVisitor;
+        struct ItemVisitor<const JSON: bool>;
 
-        impl<'de> serde::de::Visitor<'de> for ItemVisitor {
-            type Value = Item;
+        impl<'de, const JSON: bool> serde::de::Visitor<'de> for ItemVisitor<JSON> {
+            type Value = Item<JSON>;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a target group")
             }
 
-            fn visit_none<E: serde::de::Error>(self) -> Result<Item, E> {
+            fn visit_none<E: serde::de::Error>(self) -> Result<Item<JSON>, E> {
                 Err(E::custom("nil target group item found"))
             }
 
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Item, E> {
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Item<JSON>, E> {
                 Err(E::custom("nil target group item found"))
             }
 
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
-                serde::Deserialize::deserialize(d).map(Item)
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Item<JSON>, D::Error> {
+                if JSON {
+                    d.deserialize_map(GoJsonGroup).map(Item)
+                } else {
+                    serde::Deserialize::deserialize(d).map(Item)
+                }
             }
         }
 
-        d.deserialize_option(ItemVisitor)
+        d.deserialize_option(ItemVisitor::<JSON>)
     }
+}
+
+/// A group as Prometheus's `Group.UnmarshalJSON` reads it with Go's
+/// encoding/json: keys match the field names case-insensitively (Go's
+/// folding, in which `ſ` is an `s` and the Kelvin sign a `k`), a repeated
+/// key replaces the earlier value, an unknown key is an error
+/// (`DisallowUnknownFields`).
+struct GoJsonGroup;
+
+impl<'de> serde::de::Visitor<'de> for GoJsonGroup {
+    type Value = TargetGroup;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a target group")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TargetGroup, A::Error> {
+        const FIELDS: &[&str] = &["targets", "labels"];
+        let mut group = TargetGroup::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match go_json_field(&key, FIELDS) {
+                Some("targets") => {
+                    let targets = map.next_value::<Option<Vec<Option<String>>>>()?;
+                    group.targets = targets
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Option::unwrap_or_default)
+                        .collect();
+                }
+                Some(_) => group.labels = map.next_value()?,
+                None => return Err(serde::de::Error::unknown_field(&key, FIELDS)),
+            }
+        }
+        Ok(group)
+    }
+}
+
+/// The field a JSON key names under encoding/json's rules: an exact match,
+/// else a case-insensitive one (ASCII letters, `ſ` for `s`, `K` for `k`).
+fn go_json_field(key: &str, fields: &[&'static str]) -> Option<&'static str> {
+    if let Some(exact) = fields.iter().find(|f| **f == key) {
+        return Some(exact);
+    }
+    let folded: Option<String> = key
+        .chars()
+        .map(|c| match c {
+            '\u{17f}' => Some('s'),
+            '\u{212a}' => Some('k'),
+            c if c.is_ascii() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let folded = folded?;
+    fields.iter().find(|f| **f == folded).copied()
 }
 
 /// Parses one file_sd file the way Prometheus's `readFile` does: `.json`
@@ -88,8 +147,10 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
         .rsplit_once('.')
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .unwrap_or_default();
-    let parsed: Option<Vec<Item>> = match ext.as_str() {
-        "json" => serde_json::from_slice(&go_json_text(content)).map_err(|e| {
+    let parsed: Option<Vec<TargetGroup>> = match ext.as_str() {
+        "json" => serde_json::from_slice::<Option<Vec<Item<true>>>>(&go_json_text(content))
+            .map(|items| items.map(|v| v.into_iter().map(|i| i.0).collect()))
+            .map_err(|e| {
             let full = e.to_string();
             let suffix = format!(" at line {} column {}", e.line(), e.column());
             let mut message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
@@ -100,13 +161,13 @@ pub fn parse_file(path: &str, content: &[u8]) -> Result<Vec<TargetGroup>, FileEr
             }
             error(e.line(), e.column(), message)
         })?,
-        "yml" | "yaml" => {
-            yaml::from_slice(content).map_err(|e| error(e.line, e.column, e.message))?
-        }
+        "yml" | "yaml" => yaml::from_slice::<Option<Vec<Item<false>>>>(content)
+            .map(|items| items.map(|v| v.into_iter().map(|i| i.0).collect()))
+            .map_err(|e| error(e.line, e.column, e.message))?,
         _ => return Err(error(0, 0, "not a .json, .yml or .yaml file".to_string())),
     };
     let mut groups = Vec::new();
-    for Item(mut group) in parsed.unwrap_or_default() {
+    for mut group in parsed.unwrap_or_default() {
         group
             .labels
             .0
@@ -439,6 +500,17 @@ mod tests {
         assert_eq!(value(br"\ud800\ud800\udc00"), "\u{fffd}\u{10000}");
         assert_eq!(value(br"\ud83d\ude00"), "\u{1f600}");
         assert_eq!(value(br"\\ud800"), "\\ud800");
+        // Keys as Go matches them to fields; a repeat replaces.
+        let g = parse_file(
+            "/a.json",
+            "[{\"TARGETS\": [\"a\"], \"Labels\": {\"x\": \"1\"}, \"targets\": [\"b\"], \"labelſ\": {\"y\": \"2\"}}]".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(g[0].targets, ["b"]);
+        assert_eq!(g[0].labels.0.get("x"), None);
+        assert_eq!(g[0].labels.0["y"], "2");
+        let err = parse_file("/a.json", "[{\"tärgets\": []}]".as_bytes()).unwrap_err();
+        assert!(err.message.contains("unknown field `tärgets`"), "{err}");
         // Outside strings an invalid byte is still a syntax error.
         assert!(parse_file("/a.json", b"[\xff]").is_err());
         // Keys too: an invalid byte in a key makes it an unknown field.
