@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 
-use super::resolve::{resolve, Resolved};
+use super::resolve::{is_null_text, resolve, Resolved};
 use super::tree::{Kind, Node, Scalar};
 use super::{Step, YamlError};
 
@@ -153,6 +153,13 @@ impl<'n> De<'n, '_> {
     /// Visits the text a string field gets (yaml.v2: a scalar as written,
     /// null as "", `!!binary` decoded).
     fn visit_text<'de, V: Visitor<'de>>(&self, visitor: V) -> Result<V::Value, Error> {
+        // Untagged (nearly every scalar): no resolution needed but null's.
+        if let Some(s @ Scalar { tag: None, .. }) = self.scalar() {
+            return match s.plain && is_null_text(&s.value) {
+                true => visitor.visit_str(""),
+                false => visitor.visit_str(&s.value),
+            };
+        }
         match self.resolved()? {
             None => Err(de::Error::invalid_type(self.unexpected(), &visitor)),
             Some(Resolved::Null) => visitor.visit_str(""),
@@ -556,6 +563,11 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if let Some(Scalar { tag: None, plain, value }) = self.scalar() {
+            if !(*plain && is_null_text(value)) {
+                return self.locate_some(visitor);
+            }
+        }
         let result = match self.resolved() {
             Ok(Some(Resolved::Null)) => visitor.visit_none(),
             Ok(_) => return self.locate_some(visitor),

@@ -71,6 +71,11 @@ pub(crate) fn resolve(s: &Scalar) -> Result<Resolved<'_>, String> {
     ))
 }
 
+/// Whether a plain scalar's text is yaml.v2's null.
+pub(crate) fn is_null_text(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
 /// yaml.v2's resolution by content (the plain-scalar path).
 fn by_content(text: &str, timestamps: bool) -> Resolved<'_> {
     match text {
