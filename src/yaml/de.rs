@@ -563,7 +563,12 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if let Some(Scalar { tag: None, plain, value }) = self.scalar() {
+        if let Some(Scalar {
+            tag: None,
+            plain,
+            value,
+        }) = self.scalar()
+        {
             if !(*plain && is_null_text(value)) {
                 return self.locate_some(visitor);
             }
