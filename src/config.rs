@@ -119,19 +119,19 @@ pub struct JobConfig {
     /// The job's name, its URL path segment and its `__meta_sdbridge_job`.
     pub job_name: String,
     /// Prometheus's `static_configs`: served as given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub static_configs: Vec<TargetGroup>,
     /// Prometheus's `file_sd_configs`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub file_sd_configs: Vec<FileSdConfig>,
     /// Prometheus's `consul_sd_configs`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
     /// sdbridge's `sql_sd_configs`: targets from an inventory database.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub sql_sd_configs: Vec<SqlSdConfig>,
     /// Prometheus's `http_sd_configs`: other HTTP SD servers, cached.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub http_sd_configs: Vec<HttpSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
@@ -192,6 +192,44 @@ pub struct JobConfig {
     tls_config: Option<ScrapeSetting>,
     #[serde(default)]
     sample_limit: Option<ScrapeSetting>,
+}
+
+/// A job's block list, whose `null` items Prometheus refuses ("empty or
+/// null section in static_configs"); refused inside the parser, so the
+/// error names the item.
+fn sections<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Section<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct SectionVisitor<T>(std::marker::PhantomData<T>);
+
+            impl<'de, T: Deserialize<'de>> de::Visitor<'de> for SectionVisitor<T> {
+                type Value = Section<T>;
+
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a section")
+                }
+
+                fn visit_none<E: de::Error>(self) -> Result<Section<T>, E> {
+                    Err(E::custom("empty or null section"))
+                }
+
+                fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Section<T>, D::Error> {
+                    T::deserialize(d).map(Section)
+                }
+            }
+
+            d.deserialize_option(SectionVisitor(std::marker::PhantomData))
+        }
+    }
+
+    let sections = Vec::<Section<T>>::deserialize(d)?;
+    Ok(sections.into_iter().map(|s| s.0).collect())
 }
 
 /// Prometheus's `file_sd_configs` entry.
@@ -627,6 +665,14 @@ mod tests {
             (
                 "jobs:\n  - job_name: a\n    bogus: 1\n",
                 "/etc/sdbridge/sdbridge.yml:3:5: jobs[0]: unknown field `bogus`",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    static_configs: [{targets: [x]}, ~]\n",
+                ":3:38: jobs[0].static_configs[1]: empty or null section",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      -\n",
+                ":4:8: jobs[0].file_sd_configs[0]: empty or null section",
             ),
             (
                 "jobs:\n  - job_name: a\n    static_config: []\n",
