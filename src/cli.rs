@@ -138,24 +138,16 @@ where
     }
 }
 
-/// `sdbridge check`.
+/// `sdbridge check`: every error in the config, then in every file_sd
+/// file of each job that is valid on its own, each as `file:line:col:`.
 fn check(file: &std::path::Path) -> ExitCode {
-    let config = match Config::load(file) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(dir) = &config.state_dir {
-        if let Err(e) = crate::state::check_dir(dir) {
-            println!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
+    let (jobs, config_errors) = Config::check(file);
+    for error in &config_errors {
+        println!("{error}");
     }
-    let mut errors = 0;
+    let mut file_errors = 0;
     let mut files = 0;
-    for job in &config.jobs {
+    for job in &jobs {
         for file_sd in &job.file_sd_configs {
             let scan = Scanner::new(&file_sd.files)
                 .with_limit(file_sd.max_input_size)
@@ -163,24 +155,40 @@ fn check(file: &std::path::Path) -> ExitCode {
             files += scan.parts.len() + scan.new_errors.len();
             for error in &scan.new_errors {
                 println!("{error}");
-                errors += 1;
+                file_errors += 1;
             }
         }
     }
-    // The files `web:` names (certificate, key, CAs, tokens) must load.
-    let bcrypt = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-    if let Err(e) = crate::web::Web::new(&config.web, bcrypt) {
-        println!("{}: web: {e}", file.display());
-        errors += 1;
+    // What only a whole, valid config can tell: the `state_dir`, and the
+    // files `web:` names (certificate, key, CAs, tokens).
+    let mut other_errors = 0;
+    if config_errors.is_empty() {
+        if let Ok(config) = Config::load(file) {
+            if let Some(dir) = &config.state_dir {
+                if let Err(e) = crate::state::check_dir(dir) {
+                    println!("{}: {e}", file.display());
+                    other_errors += 1;
+                }
+            }
+            let bcrypt = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+            if let Err(e) = crate::web::Web::new(&config.web, bcrypt) {
+                println!("{}: web: {e}", file.display());
+                other_errors += 1;
+            }
+        }
     }
-    if errors > 0 {
-        println!("{errors} error(s)");
+    if !config_errors.is_empty() || file_errors > 0 || other_errors > 0 {
+        println!(
+            "{}: {} error(s) in the config, {file_errors} invalid file_sd file(s)",
+            file.display(),
+            config_errors.len() + other_errors
+        );
         return ExitCode::FAILURE;
     }
     println!(
         "{}: OK ({} jobs, {files} file_sd files)",
         file.display(),
-        config.jobs.len()
+        jobs.len()
     );
     ExitCode::SUCCESS
 }

@@ -134,19 +134,19 @@ pub struct JobConfig {
     /// The job's name, its URL path segment and its `__meta_sdbridge_job`.
     pub job_name: String,
     /// Prometheus's `static_configs`: served as given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub static_configs: Vec<TargetGroup>,
     /// Prometheus's `file_sd_configs`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub file_sd_configs: Vec<FileSdConfig>,
     /// Prometheus's `consul_sd_configs`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
     /// sdbridge's `sql_sd_configs`: targets from an inventory database.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub sql_sd_configs: Vec<SqlSdConfig>,
     /// Prometheus's `http_sd_configs`: other HTTP SD servers, cached.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub http_sd_configs: Vec<HttpSdConfig>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
@@ -207,6 +207,44 @@ pub struct JobConfig {
     tls_config: Option<ScrapeSetting>,
     #[serde(default)]
     sample_limit: Option<ScrapeSetting>,
+}
+
+/// A job's block list, whose `null` items Prometheus refuses ("empty or
+/// null section in static_configs"); refused inside the parser, so the
+/// error names the item.
+fn sections<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Section<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct SectionVisitor<T>(std::marker::PhantomData<T>);
+
+            impl<'de, T: Deserialize<'de>> de::Visitor<'de> for SectionVisitor<T> {
+                type Value = Section<T>;
+
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a section")
+                }
+
+                fn visit_none<E: de::Error>(self) -> Result<Section<T>, E> {
+                    Err(E::custom("empty or null section"))
+                }
+
+                fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Section<T>, D::Error> {
+                    T::deserialize(d).map(Section)
+                }
+            }
+
+            d.deserialize_option(SectionVisitor(std::marker::PhantomData))
+        }
+    }
+
+    let sections = Vec::<Section<T>>::deserialize(d)?;
+    Ok(sections.into_iter().map(|s| s.0).collect())
 }
 
 /// Prometheus's `file_sd_configs` entry.
@@ -362,79 +400,243 @@ impl Config {
     /// Reads and validates the config at `path`, resolving relative paths
     /// against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        let bytes = read(path)?;
+        Config::parse_bytes(&bytes, path)
     }
 
     /// Parses `text` as the config file at `path` (used for messages and
     /// for resolving relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |line, column, message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
+        Config::parse_bytes(text.as_bytes(), path)
+    }
+
+    /// [`Config::parse`] for the file's bytes (a byte-order mark or UTF-16
+    /// is read as Prometheus's yaml.v2 reads it). The first error only;
+    /// [`Config::check`] finds them all.
+    pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |e: yaml::YamlError| invalid(path, e.line, e.column, e.message);
+        let doc = yaml::Document::parse(bytes).map_err(invalid)?;
+        let mut config: Config = doc.deserialize().map_err(invalid)?;
+        let names: Vec<(usize, &str)> = config
+            .jobs
+            .iter()
+            .map(|j| j.job_name.as_str())
+            .enumerate()
+            .collect();
+        if let Some((mark, message)) = job_name_errors(&doc, &names).into_iter().next() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: mark.line,
+                column: mark.column,
+                message,
+            });
+        }
+        config.resolve(path);
+        Ok(config)
+    }
+
+    /// Every error in the config at `path` (one bad job or block does not
+    /// hide the next), sorted by position, and the jobs that are valid on
+    /// their own, resolved as [`Config::load`] resolves them, so their
+    /// file_sd files can be checked too.
+    pub fn check(path: &Path) -> (Vec<JobConfig>, Vec<ConfigError>) {
+        let bytes = match read(path) {
+            Ok(b) => b,
+            Err(e) => return (Vec::new(), vec![e]),
         };
-        let mut config: Config =
-            yaml::from_str(text).map_err(|e| invalid(e.line, e.column, e.message))?;
-        for (i, job) in config.jobs.iter().enumerate() {
-            let (line, column) = locate_job_name(text, i);
-            if job.job_name.is_empty() {
-                return Err(invalid(line, column, "job_name is empty".to_string()));
-            }
-            if config.jobs[..i].iter().any(|j| j.job_name == job.job_name) {
-                return Err(invalid(
-                    line,
-                    column,
-                    format!("found multiple jobs with job_name {:?}", job.job_name),
-                ));
-            }
+        let doc = match yaml::Document::parse(&bytes) {
+            Ok(doc) => doc,
+            Err(e) => return (Vec::new(), vec![invalid(path, e.line, e.column, e.message)]),
+        };
+        let mut errors = Vec::new();
+        collect_errors(&doc, &mut Vec::new(), doc.root(), &mut errors);
+        let part = |steps: &[yaml::Step]| doc.deserialize_part::<Config>(steps).ok();
+        let jobs_key = yaml::Step::Entries {
+            keep: Vec::new(),
+            into: "jobs".into(),
+        };
+        let job_nodes = doc
+            .root()
+            .get("jobs")
+            .and_then(|j| j.items())
+            .unwrap_or_default();
+        let jobs: Vec<(usize, JobConfig)> = (0..job_nodes.len())
+            .filter_map(|i| {
+                let config = part(&[jobs_key.clone(), yaml::Step::Item(i)])?;
+                Some((i, config.jobs.into_iter().next()?))
+            })
+            .collect();
+        // Names of every job whose name is valid, the job or not.
+        let names: Vec<(usize, String)> = (0..job_nodes.len())
+            .filter_map(|i| {
+                let name_only = yaml::Step::Entries {
+                    keep: Vec::new(),
+                    into: "job_name".into(),
+                };
+                let config = part(&[jobs_key.clone(), yaml::Step::Item(i), name_only])?;
+                Some((i, config.jobs.into_iter().next()?.job_name))
+            })
+            .collect();
+        let names: Vec<(usize, &str)> = names.iter().map(|(i, n)| (*i, n.as_str())).collect();
+        for (mark, message) in job_name_errors(&doc, &names) {
+            errors.push(yaml::YamlError {
+                line: mark.line,
+                column: mark.column,
+                message,
+            });
         }
-        config.base_dir = gopath::dir(&path.to_string_lossy());
-        config.web.set_directory(&config.base_dir);
-        if let Some(dir) = &mut config.state_dir {
-            *dir = PathBuf::from(gopath::join_dir(&config.base_dir, &dir.to_string_lossy()));
+        errors.sort_by_key(|e| (e.line, e.column));
+        errors.dedup();
+        // The valid jobs, with the limits (if valid) that apply to them:
+        // the config read from `limits` alone, or from nothing at all.
+        let limits = yaml::Step::Entries {
+            keep: Vec::new(),
+            into: "limits".into(),
+        };
+        let errors: Vec<ConfigError> = errors
+            .into_iter()
+            .map(|e| invalid(path, e.line, e.column, e.message))
+            .collect();
+        let Some(mut config) =
+            part(&[limits]).or_else(|| part(&[jobs_key, yaml::Step::Item(usize::MAX)]))
+        else {
+            return (Vec::new(), errors);
+        };
+        config.jobs = jobs.into_iter().map(|(_, j)| j).collect();
+        config.resolve(path);
+        (config.jobs, errors)
+    }
+
+    /// Resolves relative paths against the config's directory and hands
+    /// the limits to the sources that read input.
+    fn resolve(&mut self, path: &Path) {
+        self.base_dir = gopath::dir(&path.to_string_lossy());
+        self.web.set_directory(&self.base_dir);
+        if let Some(dir) = &mut self.state_dir {
+            *dir = PathBuf::from(gopath::join_dir(&self.base_dir, &dir.to_string_lossy()));
         }
-        for job in &mut config.jobs {
-            let max_input = config.limits.max_input_size.bytes();
+        let max_input = self.limits.max_input_size.bytes();
+        for job in &mut self.jobs {
             for file_sd in &mut job.file_sd_configs {
                 for file in &mut file_sd.files {
-                    *file = gopath::join_dir(&config.base_dir, file);
+                    *file = gopath::join_dir(&self.base_dir, file);
                 }
                 file_sd.max_input_size = max_input;
             }
             for consul in &mut job.consul_sd_configs {
-                consul.set_directory(&config.base_dir);
+                consul.set_directory(&self.base_dir);
                 consul.max_input_size = max_input;
             }
             for sql in &mut job.sql_sd_configs {
-                sql.set_directory(&config.base_dir);
+                sql.set_directory(&self.base_dir);
             }
             for http in &mut job.http_sd_configs {
-                http.set_directory(&config.base_dir);
+                http.set_directory(&self.base_dir);
                 http.max_input_size = max_input;
             }
         }
-        Ok(config)
     }
 }
 
-/// Line and column of the `n`th `job_name` key in the file, for errors
-/// about a job as a whole; (0, 0) if it cannot be found (flow style).
-fn locate_job_name(text: &str, n: usize) -> (usize, usize) {
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let trimmed = line.trim_start_matches([' ', '-', '\t']);
-            trimmed
-                .starts_with("job_name:")
-                .then(|| (i + 1, line.len() - trimmed.len() + 1))
-        })
-        .nth(n)
-        .unwrap_or((0, 0))
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, line: usize, column: usize, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Empty and repeated job names, at the `job_name` value the parser read
+/// for that job (merge keys and flow style included). `names` are the
+/// parsed names with their job's index in the `jobs` list.
+fn job_name_errors(doc: &yaml::Document, names: &[(usize, &str)]) -> Vec<(yaml::Mark, String)> {
+    let nodes = doc
+        .root()
+        .get("jobs")
+        .and_then(|j| j.items())
+        .unwrap_or_default();
+    // The name's value, or the job itself when its name was merged in
+    // from an anchor written earlier.
+    let mark = |i: usize| {
+        let Some(job) = nodes.get(i) else {
+            return yaml::Mark::default();
+        };
+        let at = |n: yaml::NodeRef| (n.mark().line, n.mark().column);
+        match job.get("job_name") {
+            Some(name) if at(name) >= at(*job) => name.mark(),
+            _ => job.mark(),
+        }
+    };
+    let mut errors = Vec::new();
+    for (n, (i, name)) in names.iter().enumerate() {
+        if name.is_empty() {
+            errors.push((mark(*i), "job_name is empty".to_string()));
+        } else if names[..n].iter().any(|(_, earlier)| earlier == name) {
+            errors.push((
+                mark(*i),
+                format!("found multiple jobs with job_name {name:?}"),
+            ));
+        }
+    }
+    errors
+}
+
+/// Finds the errors in the part of `doc` that `steps` select, narrowing
+/// further where an error is found: the root's entries, each item of a
+/// list, each entry of a job (with its `job_name`). A part whose pieces
+/// are all valid on their own reports its own error.
+fn collect_errors(
+    doc: &yaml::Document,
+    steps: &mut Vec<yaml::Step>,
+    node: yaml::NodeRef<'_>,
+    out: &mut Vec<yaml::YamlError>,
+) {
+    let Err(error) = doc.deserialize_part::<Config>(steps) else {
+        return;
+    };
+    let before = out.len();
+    let in_jobs = matches!(steps.first(), Some(yaml::Step::Entries { into, .. }) if into == "jobs");
+    match (steps.len(), node.items()) {
+        // The job list (1) and a job's block lists (3): each item alone.
+        (1 | 3, Some(items)) if in_jobs => {
+            for (i, item) in items.into_iter().enumerate() {
+                steps.push(yaml::Step::Item(i));
+                collect_errors(doc, steps, item, out);
+                steps.pop();
+            }
+        }
+        // The root (0) and a job (2, keeping its name): each entry alone.
+        (0, None) | (2, None) => {
+            let keep: Vec<String> = if steps.is_empty() {
+                Vec::new()
+            } else {
+                vec!["job_name".into()]
+            };
+            for (key, value) in node.entries() {
+                if !steps.is_empty() && (key == "job_name" || !in_jobs) {
+                    continue;
+                }
+                steps.push(yaml::Step::Entries {
+                    keep: keep.clone(),
+                    into: key.to_string(),
+                });
+                collect_errors(doc, steps, value, out);
+                steps.pop();
+            }
+        }
+        _ => {}
+    }
+    if out.len() == before {
+        out.push(error);
+    }
 }
 
 impl fmt::Display for JobConfig {
@@ -489,12 +691,32 @@ mod tests {
                 "/etc/sdbridge/sdbridge.yml:3:5: jobs[0]: unknown field `bogus`",
             ),
             (
+                "jobs:\n  - job_name: a\n    static_configs: [{targets: [x]}, ~]\n",
+                ":3:38: jobs[0].static_configs[1]: empty or null section",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs:\n      -\n",
+                ":4:8: jobs[0].file_sd_configs[0]: empty or null section",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    static_config: []\n",
+                ":3:5: jobs[0]: unknown field `static_config`, did you mean `static_configs`?",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [a.json], refresh_intervall: 1m}]\n",
+                "jobs[0].file_sd_configs[0]: unknown field `refresh_intervall`, did you mean `refresh_interval`?",
+            ),
+            (
+                "jobs:\n  - job_name: a\n    static_configs: [{targets: [x], <<: {labelz: {}}}]\n",
+                ":3:42: jobs[0].static_configs[0]: unknown field `labelz`, did you mean `labels`?",
+            ),
+            (
                 "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labels: {ok: 1, bad-name: 2}\n",
                 "/etc/sdbridge/sdbridge.yml:5:17: jobs[0].static_configs[0].labels: \"bad-name\" is not a valid label name",
             ),
             (
                 "jobs:\n  - job_name: a\n  - job_name: b\n  - job_name: a\n",
-                "/etc/sdbridge/sdbridge.yml:4:5: found multiple jobs with job_name \"a\"",
+                "/etc/sdbridge/sdbridge.yml:4:15: found multiple jobs with job_name \"a\"",
             ),
             (
                 "jobs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['sd/*/x.json']\n",
@@ -526,7 +748,7 @@ mod tests {
             ),
             ("jobs:\n  - job_name: [a]\n", ":2:15: jobs[0].job_name: invalid type"),
             ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
-            ("jobs:\n  - job_name: ''\n", ":2:5: job_name is empty"),
+            ("jobs:\n  - job_name: ''\n", ":2:15: job_name is empty"),
             ("state_dir: ''\n", ":1:12: state_dir: must not be empty"),
             (
                 "limits: {max_input_size: 5XB}\n",
@@ -571,6 +793,84 @@ mod tests {
         let d =
             parse("jobs:\n  - job_name: a\n    file_sd_configs: [{files: [a.json]}]\n").unwrap();
         assert_eq!(d.jobs[0].file_sd_configs[0].max_input_size, 64 << 20);
+    }
+
+    /// Issue 10: the duplicate's own `job_name`, found by the parser, not
+    /// by searching the text (an earlier label named `job_name`, flow
+    /// style and merge keys used to defeat the search).
+    #[test]
+    fn duplicate_job_names_point_at_the_duplicate() {
+        let cases = [
+            (
+                "jobs:\n  - job_name: a\n    static_configs:\n      - targets: [x]\n        labels:\n          job_name: z\n  - job_name: a\n",
+                ":7:15: found multiple jobs with job_name \"a\"",
+            ),
+            (
+                "jobs: [{job_name: a}, {job_name: b},\n  {static_configs: [], job_name: a}]\n",
+                ":2:34: found multiple jobs with job_name \"a\"",
+            ),
+            (
+                "jobs:\n  - &j {job_name: a}\n  - <<: *j\n",
+                ":3:5: found multiple jobs with job_name \"a\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.ends_with(want),
+                "config:\n{text}\nwant: {want}\ngot:  {err}"
+            );
+        }
+    }
+
+    /// Issue 10: promtool accepts merge keys in static_configs (checked
+    /// against Prometheus 2.42 in tests/cli.rs).
+    #[test]
+    fn merge_keys_in_static_configs() {
+        let c = parse(
+            "defaults: &d\n  labels: {env: prod}\njobs:\n  - job_name: a\n    static_configs:\n      - <<: *d\n        targets: ['127.0.0.1:1']\n",
+        );
+        // sdbridge has no `defaults` key: anchors live in the values.
+        assert!(c.unwrap_err().contains("unknown field `defaults`"));
+        let c = parse(
+            "jobs:\n  - job_name: a\n    static_configs:\n      - &g {targets: ['127.0.0.1:1'], labels: {env: prod}}\n      - <<: *g\n        targets: ['127.0.0.1:2']\n",
+        )
+        .unwrap();
+        let g = &c.jobs[0].static_configs;
+        assert_eq!(g[1].targets, ["127.0.0.1:2"]);
+        assert_eq!(g[1].labels.0["env"], "prod");
+    }
+
+    #[test]
+    fn check_finds_every_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(
+            &path,
+            "limits: {max_input_size: 1KB}\nlisten: nope\njobs:\n  - job_name: a\n    bogus: 1\n    static_configs: [{targets: [x]}, {targets: [y], labelz: {}}]\n    file_sd_configs: [{files: [x.txt]}]\n  - job_name: ok\n    file_sd_configs: [{files: [sd/*.json]}]\n  - job_name: a\n",
+        )
+        .unwrap();
+        let (jobs, errors) = Config::check(&path);
+        let errors: Vec<String> = errors
+            .iter()
+            .map(|e| e.to_string().replace(&path.display().to_string(), "c.yml"))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "c.yml:2:9: listen: invalid socket address syntax",
+                "c.yml:5:5: jobs[0]: unknown field `bogus`",
+                "c.yml:6:53: jobs[0].static_configs[1]: unknown field `labelz`, did you mean `labels`?",
+                "c.yml:7:32: jobs[0].file_sd_configs[0].files[0]: path name \"x.txt\" is not valid for file discovery",
+                "c.yml:10:15: found multiple jobs with job_name \"a\"",
+            ]
+        );
+        // The valid jobs, resolved, with the limits.
+        let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
+        assert_eq!(names, ["ok", "a"]);
+        let f = &jobs[0].file_sd_configs[0];
+        assert_eq!(f.files, [format!("{}/sd/*.json", dir.path().display())]);
+        assert_eq!(f.max_input_size, 1024);
     }
 
     #[test]

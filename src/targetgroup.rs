@@ -53,8 +53,8 @@ impl<const N: usize> From<[(&str, &str); N]> for LabelSet {
 }
 
 /// Parses like `model.LabelSet`: names must be valid, a `null` value is the
-/// empty string, and (as `yaml.UnmarshalStrict` does) a repeated key is an
-/// error.
+/// empty string; a repeated name is an error in YAML (`yaml.UnmarshalStrict`,
+/// refused by [`crate::yaml`]) and the last value in JSON (`json.Unmarshal`).
 impl<'de> Deserialize<'de> for LabelSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct LabelSetVisitor;
@@ -87,11 +87,10 @@ impl<'de> Deserialize<'de> for LabelSet {
                         )));
                     }
                     let value = map.next_value::<Option<String>>()?.unwrap_or_default();
-                    if labels.insert(name.clone(), value).is_some() {
-                        return Err(de::Error::custom(format!(
-                            "label {name:?} is set more than once"
-                        )));
-                    }
+                    // JSON: the last one wins, as in Go's encoding/json
+                    // (YAML: the reader refuses the repeat, as yaml.v2's
+                    // UnmarshalStrict does).
+                    labels.insert(name, value);
                 }
                 Ok(LabelSet(labels))
             }
@@ -400,7 +399,11 @@ mod tests {
             .to_string()
             .contains("\"a.b\" is not a valid label name"));
         let err = crate::yaml::from_str::<LabelSet>("a: 1\na: 2\n").unwrap_err();
-        assert!(err.message.contains("more than once"), "{}", err.message);
+        assert_eq!((err.line, err.column), (2, 1));
+        assert_eq!(err.message, "key \"a\" already set in map");
+        // Go's encoding/json keeps the last value of a repeated key.
+        let last: LabelSet = serde_json::from_str(r#"{"a": "1", "a": "2"}"#).unwrap();
+        assert_eq!(last, LabelSet::from([("a", "2")]));
         let nulls: LabelSet = serde_json::from_str(r#"{"a": null}"#).unwrap();
         assert_eq!(nulls, LabelSet::from([("a", "")]));
     }

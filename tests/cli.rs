@@ -127,3 +127,146 @@ fn dump_gives_up_on_a_source_that_never_syncs() {
         "{stderr}"
     );
 }
+
+/// Issue 10: every error in one run, each `file:line:col`, config errors
+/// in several jobs and blocks and every invalid file_sd file of the jobs
+/// that are valid.
+#[test]
+fn check_reports_every_error_in_one_run() {
+    let dir = Dir::new();
+    dir.write("sd/bad.json", "[{\"targets\": [\"a\"],\n  \"labelz\": {}}]");
+    dir.write("sd/null.yml", "- targets: [a]\n- ~\n");
+    dir.write("sd/good.yml", "- targets: [a]\n");
+    let config = dir.write(
+        "c.yml",
+        "jobs:\n  - job_name: a\n    static_config: []\n    file_sd_configs: [{files: [sd/*.txt]}]\n  - job_name: files\n    file_sd_configs: [{files: [sd/*.json, sd/*.yml]}]\n  - {job_name: a, consul_sd_configs: [{server: 127.0.0.1:8500, tags: x}]}\n",
+    );
+    let out = run_cli(None, ["check".as_ref(), config.as_os_str()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&dir.root(), "D");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "D/c.yml:3:5: jobs[0]: unknown field `static_config`, did you mean `static_configs`?",
+            "D/c.yml:4:32: jobs[0].file_sd_configs[0].files[0]: path name \"sd/*.txt\" is not valid for file discovery",
+            "D/c.yml:7:16: found multiple jobs with job_name \"a\"",
+            "D/c.yml:7:70: jobs[2].consul_sd_configs[0].tags: invalid type: string \"x\", expected a sequence",
+            "D/sd/bad.json:2:10: unknown field `labelz`, expected `targets` or `labels`",
+            "D/sd/null.yml:2:3: [1]: nil target group item found",
+            "D/c.yml: 4 error(s) in the config, 2 invalid file_sd file(s)",
+        ],
+        "{stdout}"
+    );
+}
+
+/// Issue 10: `sdbridge check` accepts and rejects what `promtool check
+/// config` (Prometheus 2.42) does for the same static_configs: merge keys,
+/// a byte-order mark, `!!binary`, YAML 1.1 booleans, repeated keys.
+#[test]
+fn check_agrees_with_promtool_on_static_configs() {
+    let Some(promtool) = crate::util::require_binary("promtool") else {
+        return;
+    };
+    let cases: [(&str, &[u8]); 9] = [
+        (
+            "merge keys",
+            b"  - job_name: a\n    static_configs:\n      - &g {targets: ['127.0.0.1:1'], labels: {env: prod}}\n      - <<: *g\n        targets: ['127.0.0.1:2']\n      - <<: [*g, {labels: {x: y}}]\n",
+        ),
+        (
+            "a label both merged and explicit",
+            b"  - job_name: a\n    static_configs:\n      - targets: ['127.0.0.1:1']\n        labels: {<<: {env: prod}, env: dev}\n",
+        ),
+        (
+            "a merged label map added to",
+            b"  - job_name: a\n    static_configs:\n      - &g {targets: ['127.0.0.1:1'], labels: {env: prod}}\n      - <<: *g\n        labels: {zone: z}\n",
+        ),
+        (
+            "a merged label map repeated",
+            b"  - job_name: a\n    static_configs:\n      - &g {targets: ['127.0.0.1:1'], labels: {env: prod}}\n      - <<: *g\n        labels: {env: z}\n",
+        ),
+        (
+            "targets twice",
+            b"  - job_name: a\n    static_configs:\n      - targets: ['127.0.0.1:1']\n        targets: ['127.0.0.1:2']\n",
+        ),
+        (
+            "!!binary",
+            b"  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1'], labels: {v: !!binary aGVsbG8=}}]\n",
+        ),
+        (
+            "invalid !!binary",
+            b"  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1'], labels: {v: !!binary aGVsbG8}}]\n",
+        ),
+        (
+            "a merge of a scalar",
+            b"  - job_name: a\n    static_configs: [{<<: 1, targets: ['127.0.0.1:1']}]\n",
+        ),
+        (
+            "duplicate job_name in flow style",
+            b"  - {job_name: a, static_configs: [{targets: ['127.0.0.1:1']}]}\n  - {static_configs: [], job_name: a}\n",
+        ),
+    ];
+    let dir = Dir::new();
+    for (bom, (what, jobs)) in [false, true]
+        .into_iter()
+        .flat_map(|b| cases.iter().map(move |c| (b, c)))
+    {
+        let bom: &[u8] = if bom { b"\xef\xbb\xbf" } else { b"" };
+        let prometheus = dir.path("prometheus.yml");
+        std::fs::write(&prometheus, [bom, b"scrape_configs:\n", jobs].concat()).unwrap();
+        let sdbridge = dir.path("sdbridge.yml");
+        std::fs::write(&sdbridge, [bom, b"jobs:\n", jobs].concat()).unwrap();
+        let promtool_ok = std::process::Command::new(&promtool)
+            .args(["check", "config"])
+            .arg(&prometheus)
+            .output()
+            .expect("run promtool")
+            .status
+            .success();
+        let out = run_cli(None, ["check".as_ref(), sdbridge.as_os_str()]);
+        assert_eq!(
+            out.status.success(),
+            promtool_ok,
+            "{what} (BOM: {}): promtool says {}, sdbridge says:\n{}",
+            !bom.is_empty(),
+            if promtool_ok { "valid" } else { "invalid" },
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// `fixtures/file_sd_parity`: the files Prometheus 2.42 rejects (see its
+/// README and the e2e test) are the ones check reports, each with a place.
+#[test]
+fn check_reports_the_parity_files_prometheus_rejects() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Dir::new();
+    let config = dir.write(
+        "c.yml",
+        &format!(
+            "jobs:\n  - job_name: p\n    file_sd_configs: [{{files: ['{0}/*.yml', '{0}/*.json']}}]\n",
+            manifest.join("fixtures/file_sd_parity").display()
+        ),
+    );
+    let out = run_cli(None, ["check".as_ref(), config.as_os_str()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rejected: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once("file_sd_parity/"))
+        .map(|(_, rest)| rest.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            "binary-invalid.yml",
+            "bom.json",
+            "merge-list-repeated-label.yml",
+            "merge-repeated-label.yml",
+            "null-item.yml",
+            "tab.yml"
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("6 invalid file_sd file(s)"), "{stdout}");
+}

@@ -109,17 +109,19 @@ impl Drop for Consumer {
 /// A temp dir holding a copy of `fixtures/file_sd` under `sd/`, an
 /// sdbridge config that serves it with relative patterns, and the bridge.
 fn fixture_setup() -> (Dir, Bridge) {
+    fixture_setup_from("fixtures/file_sd")
+}
+
+/// [`fixture_setup`] for another fixture directory (copied byte for byte:
+/// some fixtures are not UTF-8 on purpose).
+fn fixture_setup_from(fixtures: &str) -> (Dir, Bridge) {
     let dir = Dir::new();
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/file_sd");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fixtures);
+    std::fs::create_dir_all(dir.path("sd")).expect("sd dir");
     for entry in std::fs::read_dir(fixtures).expect("fixtures") {
         let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("name")
-            .to_string();
-        let content = std::fs::read_to_string(&path).expect("fixture");
-        dir.write(&format!("sd/{name}"), &content);
+        let name = path.file_name().expect("name");
+        std::fs::copy(&path, dir.path("sd").join(name)).expect("copy fixture");
     }
     let config = dir.write(
         "sdbridge.yml",
@@ -276,4 +278,53 @@ fn victoria_metrics_sees_the_same_labels_via_http_sd_as_via_file_sd() {
         |config, data| Consumer::victoria_metrics(&binary, config, data),
         victoria_file_side,
     );
+}
+
+/// Issue 10: the edge cases of `fixtures/file_sd_parity` (merge keys, byte-
+/// order marks, UTF-16, YAML 1.1 scalars, `!!binary`, Go's JSON UTF-8
+/// repair; and files both must reject) give Prometheus 2.42 reading the
+/// files and Prometheus reading sdbridge the same targets and labels.
+#[test]
+fn prometheus_reads_edge_case_files_as_sdbridge_does() {
+    let binary = require_binary!("prometheus");
+    let (dir, bridge) = fixture_setup_from("fixtures/file_sd_parity");
+    let served = served_targets(&bridge);
+    assert_eq!(served, 14, "{}", bridge.get("/http_sd/fixtures").text());
+    let config = dir.write(
+        "consumer.yml",
+        &scrape_config(&bridge, "        refresh_interval: 1s\n"),
+    );
+    let consumer = Consumer::prometheus(&binary, &config, &dir.path("data"));
+    let (file, _) = both_sides(&consumer, Some(served), Some, |_| true);
+    let by_address = |address: &str| -> Vec<&Labels> {
+        file.iter()
+            .filter(|l| l["__address__"] == address)
+            .collect()
+    };
+    // What yaml.v2 made of them, as Prometheus saw it.
+    let merged = by_address("127.0.0.2:9100");
+    assert_eq!(merged.len(), 2, "{file:?}");
+    let explicit = by_address("127.0.0.3:9100")[0];
+    assert_eq!(
+        (explicit["team"].as_str(), explicit["rack"].as_str()),
+        ("db", "r1")
+    );
+    let listed = by_address("127.0.0.1:9100");
+    assert!(listed
+        .iter()
+        .any(|l| l.get("zone").map(String::as_str) == Some("z1")));
+    assert_eq!(by_address("127.0.0.11:9100")[0]["lines"], "서비스");
+    let repaired = by_address("127.0.0.13:9100")[0];
+    assert_eq!(repaired["truncated"], "\u{fffd}\u{fffd}");
+    assert_eq!(repaired["two_highs"], "\u{fffd}\u{10000}");
+    let go_keys = by_address("127.0.0.19:9100")[0];
+    assert_eq!((go_keys.get("x"), go_keys["y"].as_str()), (None, "2"));
+    assert_eq!(by_address("127.0.0.20:9100")[0]["a"], "2");
+    let yaml11 = by_address("127.0.0.10:9100")[0];
+    assert_eq!(
+        (yaml11["bool_yes"].as_str(), yaml11["octal"].as_str()),
+        ("yes", "0777")
+    );
+    // `~` is "" (Prometheus then drops the empty label, on both sides).
+    assert!(yaml11.get("tilde").is_none_or(String::is_empty));
 }

@@ -349,3 +349,59 @@ fn without_watches_the_source_polls() {
         r.text().contains("127.0.0.2:9100").then_some(())
     });
 }
+
+/// Issue 10: the parity fixtures served by the running binary (the e2e
+/// test compares the same files with a real Prometheus): what yaml.v2 and
+/// Go's encoding/json make of them, and an invalid edit keeping the last
+/// good groups of a merge-key file.
+#[test]
+fn parity_fixtures_are_served_as_prometheus_reads_them() {
+    let dir = Dir::new();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/file_sd_parity");
+    std::fs::create_dir_all(dir.path("sd")).unwrap();
+    for entry in std::fs::read_dir(fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path("sd").join(path.file_name().unwrap())).unwrap();
+    }
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json, sd/*.yml, sd/*.yaml]\n",
+    );
+    let bridge = Bridge::start(&config);
+    let body = bridge.get("/http_sd/db").text();
+    let served = groups(&body);
+    assert_eq!(
+        served.iter().map(|g| g.0.len()).sum::<usize>(),
+        14,
+        "{body}"
+    );
+    let labels_of = |address: &str| {
+        served
+            .iter()
+            .find(|g| g.0.iter().any(|t| t == address))
+            .map(|g| g.1.clone())
+            .unwrap_or_else(|| panic!("{address} not served: {body}"))
+    };
+    assert_eq!(labels_of("127.0.0.3:9100")["rack"], "r1");
+    assert_eq!(labels_of("127.0.0.3:9100")["team"], "db");
+    assert_eq!(labels_of("127.0.0.9:9100")["name"], "서비스");
+    assert_eq!(labels_of("127.0.0.11:9100")["plain"], "hello");
+    assert_eq!(labels_of("127.0.0.13:9100")["byte"], "a\u{fffd}b");
+    assert_eq!(labels_of("127.0.0.10:9100")["hex"], "0x1F");
+    assert_eq!(labels_of("127.0.0.10:9100")["literal"], "a\nb\n");
+
+    // An edit that repeats a merged label is refused; the groups stay.
+    dir.replace(
+        "sd/merge.yml",
+        "- &a {targets: ['127.0.0.1:9100'], labels: {env: prod}}\n- <<: *a\n  labels: {env: dev}\n",
+    );
+    let log = poll_until(Duration::from_secs(30), "the parse error", || {
+        let log = bridge.log();
+        log.contains("sd/merge.yml:").then_some(log)
+    });
+    assert!(
+        log.contains("merge.yml:3:12: [1].labels: key \\\"env\\\" already set in map"),
+        "{log}"
+    );
+    assert_eq!(bridge.get("/http_sd/db").text(), body);
+}

@@ -282,14 +282,14 @@ mod tests {
     #[test]
     fn errors_with_positions() {
         let cases = [
-            ("      - {query: q}\n", ":4:7: jobs[0].sql_sd_configs: exactly one of dsn and dsn_file must be set"),
+            ("      - {query: q}\n", ":4:9: jobs[0].sql_sd_configs[0]: exactly one of dsn and dsn_file must be set"),
             ("      - {dsn: 'sqlite://a.db', dsn_file: f, query: q}\n", "exactly one of dsn and dsn_file must be set"),
             ("      - dsn: 'oracle://u:hunter2@h/db'\n        query: q\n", ":4:14: jobs[0].sql_sd_configs[0].dsn: invalid dsn: unsupported scheme \"oracle\""),
             ("      - dsn: 'sqlite://a.db'\n        query: ''\n", ":5:16: jobs[0].sql_sd_configs[0].query: must not be empty"),
             ("      - dsn: 'sqlite://a.db'\n", "missing field `query`"),
             ("      - dsn: 'sqlite://a.db'\n        query: q\n        query_timeout: 0s\n", ":6:24: jobs[0].sql_sd_configs[0].query_timeout: must be greater than 0"),
             ("      - dsn: 'sqlite://a.db'\n        query: q\n        refresh_interval: 5x\n", ":6:27: jobs[0].sql_sd_configs[0].refresh_interval: not a valid duration string"),
-            ("      - dsn: 'mysql://u:hunter2@h/db'\n        query: q\n        notify_channel: inv\n", ":4:7: jobs[0].sql_sd_configs: notify_channel needs PostgreSQL (LISTEN/NOTIFY), but the dsn is MySQL/MariaDB"),
+            ("      - dsn: 'mysql://u:hunter2@h/db'\n        query: q\n        notify_channel: inv\n", ":4:9: jobs[0].sql_sd_configs[0]: notify_channel needs PostgreSQL (LISTEN/NOTIFY), but the dsn is MySQL/MariaDB"),
             ("      - dsn: 'sqlite://a.db'\n        query: q\n        notify_channel: ''\n", ":6:25: jobs[0].sql_sd_configs[0].notify_channel: must not be empty"),
             ("      - {dsn: 'sqlite://a.db', query: q, bogus: 1}\n", "jobs[0].sql_sd_configs[0]: unknown field `bogus`"),
         ];
