@@ -25,9 +25,15 @@ mod tests {
     #[test]
     fn new_files_diff_against_dev_null() {
         let d = unified("", "a\nb\n", None, "out/sdbridge.yml");
-        assert_eq!(d, "--- /dev/null\n+++ out/sdbridge.yml\n@@ -0,0 +1,2 @@\n+a\n+b\n");
+        assert_eq!(
+            d,
+            "--- /dev/null\n+++ out/sdbridge.yml\n@@ -0,0 +1,2 @@\n+a\n+b\n"
+        );
         assert_eq!(unified("x\n", "x\n", Some("a"), "b"), "");
         let d = unified("x\ny\n", "x\nz\n", Some("p.yml"), "out/p.yml");
-        assert!(d.starts_with("--- p.yml\n+++ out/p.yml\n@@ -1,2 +1,2 @@\n x\n-y\n+z\n"), "{d}");
+        assert!(
+            d.starts_with("--- p.yml\n+++ out/p.yml\n@@ -1,2 +1,2 @@\n x\n-y\n+z\n"),
+            "{d}"
+        );
     }
 }

@@ -83,7 +83,10 @@ fn key_name(content: &str) -> Option<&str> {
         .unwrap_or(content.len());
     let name = &content[..end];
     let rest = &content[end..];
-    let starts_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let starts_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let colon = rest.strip_prefix(':')?;
     (starts_ok && (colon.is_empty() || colon.starts_with([' ', '\t', '\r', '\n']))).then_some(name)
 }
@@ -91,7 +94,10 @@ fn key_name(content: &str) -> Option<&str> {
 /// Locates the items of the top-level `scrape_configs:` in `lines` (each
 /// without its line ending).
 pub fn scrape_configs(lines: &[&str]) -> Located {
-    let Some(head) = lines.iter().position(|l| key_name(l) == Some("scrape_configs")) else {
+    let Some(head) = lines
+        .iter()
+        .position(|l| key_name(l) == Some("scrape_configs"))
+    else {
         return Located::Absent;
     };
     let after = before_comment(&lines[head]["scrape_configs:".len()..]).trim();
@@ -208,8 +214,14 @@ mod tests {
         assert_eq!(
             names(&scrape_configs(&lines)),
             vec![
-                Some(vec![("job_name".into(), 3, 4), ("file_sd_configs".into(), 4, 6)]),
-                Some(vec![("job_name".into(), 9, 10), ("static_configs".into(), 10, 11)]),
+                Some(vec![
+                    ("job_name".into(), 3, 4),
+                    ("file_sd_configs".into(), 4, 6)
+                ]),
+                Some(vec![
+                    ("job_name".into(), 9, 10),
+                    ("static_configs".into(), 10, 11)
+                ]),
                 None,
             ]
         );
@@ -217,12 +229,16 @@ mod tests {
 
     #[test]
     fn items_at_column_zero_and_other_forms() {
-        let lines: Vec<&str> = "scrape_configs:\n- job_name: a\n  static_configs:\n  - targets: [x]\nalerting: {}\n"
-            .lines()
-            .collect();
+        let lines: Vec<&str> =
+            "scrape_configs:\n- job_name: a\n  static_configs:\n  - targets: [x]\nalerting: {}\n"
+                .lines()
+                .collect();
         assert_eq!(
             names(&scrape_configs(&lines)),
-            vec![Some(vec![("job_name".into(), 1, 2), ("static_configs".into(), 2, 4)])]
+            vec![Some(vec![
+                ("job_name".into(), 1, 2),
+                ("static_configs".into(), 2, 4)
+            ])]
         );
         assert_eq!(scrape_configs(&["scrape_configs: []"]), Located::Flow);
         assert_eq!(scrape_configs(&["global: {}"]), Located::Absent);

@@ -40,6 +40,10 @@ pub struct Args {
     /// `refresh_interval` of the generated `http_sd_configs`.
     #[arg(long, default_value = "15s")]
     pub refresh_interval: String,
+    /// Write no `refresh_interval` (vmagent rejects the field: it takes
+    /// `-promscrape.httpSDCheckInterval` instead).
+    #[arg(long, conflicts_with = "refresh_interval")]
+    pub no_refresh_interval: bool,
     /// `basic_auth.username` for a bridge with `web.basic_auth_users`.
     #[arg(long, requires = "basic_auth_password_file")]
     pub basic_auth_user: Option<String>,
@@ -74,7 +78,7 @@ pub struct Args {
 #[derive(Debug, Clone, Default)]
 pub struct Client {
     pub url: String,
-    pub refresh_interval: String,
+    pub refresh_interval: Option<String>,
     pub basic_auth: Option<(String, String)>,
     pub bearer_token_file: Option<String>,
     pub ca_file: Option<String>,
@@ -100,7 +104,11 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Moved { job, moved, kept } => {
-                write!(f, "moved: job {job:?}: {} -> http_sd_configs", moved.join(", "))?;
+                write!(
+                    f,
+                    "moved: job {job:?}: {} -> http_sd_configs",
+                    moved.join(", ")
+                )?;
                 if !kept.is_empty() {
                     write!(f, " (kept beside it: {})", kept.join(", "))?;
                 }
@@ -142,7 +150,9 @@ fn http_sd_value(client: &Client, job: &str) -> Value {
     let mut m = Mapping::new();
     let s = |v: &str| Value::String(v.to_string());
     m.insert(s("url"), s(&job_url(&client.url, job)));
-    m.insert(s("refresh_interval"), s(&client.refresh_interval));
+    if let Some(refresh) = &client.refresh_interval {
+        m.insert(s("refresh_interval"), s(refresh));
+    }
     if let Some((user, password_file)) = &client.basic_auth {
         let mut b = Mapping::new();
         b.insert(s("username"), s(user));
@@ -179,7 +189,11 @@ fn job_url(base: &str, job: &str) -> String {
 fn http_sd_text(value: &Value, key: &Key, eol: &str) -> Vec<String> {
     let pad = " ".repeat(key.column);
     let mut lines = vec![format!("{}http_sd_configs:{eol}", key.prefix)];
-    let Some(entry) = value.as_sequence().and_then(|s| s.first()).and_then(Value::as_mapping) else {
+    let Some(entry) = value
+        .as_sequence()
+        .and_then(|s| s.first())
+        .and_then(Value::as_mapping)
+    else {
         return lines;
     };
     let mut first = true;
@@ -191,11 +205,17 @@ fn http_sd_text(value: &Value, key: &Key, eol: &str) -> Vec<String> {
             Value::Mapping(inner) => {
                 lines.push(format!("{pad}{lead}{k}:{eol}"));
                 for (ik, iv) in inner {
-                    let (ik, iv) = (ik.as_str().unwrap_or_default(), iv.as_str().unwrap_or_default());
+                    let (ik, iv) = (
+                        ik.as_str().unwrap_or_default(),
+                        iv.as_str().unwrap_or_default(),
+                    );
                     lines.push(format!("{pad}      {ik}: {}{eol}", scalar(iv)));
                 }
             }
-            _ => lines.push(format!("{pad}{lead}{k}: {}{eol}", scalar(v.as_str().unwrap_or_default()))),
+            _ => lines.push(format!(
+                "{pad}{lead}{k}: {}{eol}",
+                scalar(v.as_str().unwrap_or_default())
+            )),
         }
     }
     lines
@@ -204,13 +224,15 @@ fn http_sd_text(value: &Value, key: &Key, eol: &str) -> Vec<String> {
 /// Plans the migration of `text` (the input, in `rebase.from`) to
 /// `rebase.to`.
 pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Result<Plan, String> {
-    let tree: Value = crate::yaml::from_str(text).map_err(|e| {
-        format!("{}:{}:{}: {}", input.display(), e.line, e.column, e.message)
-    })?;
+    let tree: Value = crate::yaml::from_str(text)
+        .map_err(|e| format!("{}:{}:{}: {}", input.display(), e.line, e.column, e.message))?;
     let sdbridge_path = Path::new(&rebase.to).join("sdbridge.yml");
     let eol = if text.contains("\r\n") { "\r" } else { "" };
     let raw: Vec<&str> = text.split('\n').collect();
-    let lines: Vec<&str> = raw.iter().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    let lines: Vec<&str> = raw
+        .iter()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
     let jobs: Vec<Value> = match tree.get("scrape_configs") {
         Some(Value::Sequence(jobs)) => jobs.clone(),
         None | Some(Value::Null) => Vec::new(),
@@ -239,7 +261,11 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             job: name.clone(),
             reason: reason.to_string(),
         };
-        let present: Vec<&str> = MOVABLE.iter().copied().filter(|k| job.get(k).is_some()).collect();
+        let present: Vec<&str> = MOVABLE
+            .iter()
+            .copied()
+            .filter(|k| job.get(k).is_some())
+            .collect();
         let others = other_sd(job);
         if job.get("http_sd_configs").is_some() {
             outcomes.push(left("already on http_sd_configs"));
@@ -261,25 +287,46 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             .and_then(|items| items[i].keys.as_ref())
             .filter(|keys| {
                 let mut text_keys: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-                let mut tree_keys: Vec<&str> =
-                    job.as_mapping().into_iter().flat_map(|m| m.keys()).filter_map(Value::as_str).collect();
+                let mut tree_keys: Vec<&str> = job
+                    .as_mapping()
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter_map(Value::as_str)
+                    .collect();
                 text_keys.sort_unstable();
                 tree_keys.sort_unstable();
                 text_keys == tree_keys
             });
         let Some(keys) = keys else {
-            outcomes.push(left("not plain block-style YAML (flow style, anchors or merge keys): move it by hand"));
+            outcomes.push(left(
+                "not plain block-style YAML (flow style, anchors or merge keys): move it by hand",
+            ));
             continue;
         };
+        let moved_keys: Vec<&Key> = keys
+            .iter()
+            .filter(|k| MOVABLE.contains(&k.name.as_str()))
+            .collect();
+        if moved_keys
+            .iter()
+            .any(|k| (k.start..k.end).any(|l| has_anchor(lines[l])))
+        {
+            outcomes.push(left("its blocks define YAML anchors (&name), which other places may use: move it by hand"));
+            continue;
+        }
         // The sdbridge job: the blocks in text order, paths rewritten.
         let mut bridge_job = Mapping::new();
         bridge_job.insert("job_name".into(), Value::String(name.clone()));
-        let moved_keys: Vec<&Key> = keys.iter().filter(|k| MOVABLE.contains(&k.name.as_str())).collect();
         for key in &moved_keys {
             let mut block = job.get(&key.name).cloned().unwrap_or(Value::Null);
             if key.name == "file_sd_configs" {
                 for sd in block.as_sequence_mut().into_iter().flatten() {
-                    for file in sd.get_mut("files").and_then(Value::as_sequence_mut).into_iter().flatten() {
+                    for file in sd
+                        .get_mut("files")
+                        .and_then(Value::as_sequence_mut)
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Value::String(f) = file {
                             *f = rebase.absolute(f);
                         }
@@ -304,7 +351,11 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
         moved_jobs.push(bridge_job);
         let http = http_sd_value(client, &name);
         for (n, key) in moved_keys.iter().enumerate() {
-            let replacement = if n == 0 { http_sd_text(&http, key, eol) } else { Vec::new() };
+            let replacement = if n == 0 {
+                http_sd_text(&http, key, eol)
+            } else {
+                Vec::new()
+            };
             edits.push((key.start, key.end, replacement));
         }
         if let Some(Value::Mapping(m)) = expected
@@ -322,8 +373,14 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             kept: others,
         });
     }
-    if items.is_none() && outcomes.iter().any(|o| matches!(o, Outcome::Left { reason, .. } if reason.starts_with("not plain"))) {
-        notes.push("scrape_configs is not a block-style list: nothing in it could be edited".to_string());
+    if items.is_none()
+        && outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Left { reason, .. } if reason.starts_with("not plain")))
+    {
+        notes.push(
+            "scrape_configs is not a block-style list: nothing in it could be edited".to_string(),
+        );
     }
 
     // Rewrite paths in every kept line, then splice the edits in.
@@ -341,7 +398,7 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
     let scrape_config = out.join("\n");
 
     let reparsed: Value = crate::yaml::from_str(&scrape_config).map_err(|e| {
-        format!("internal error: the migrated config does not parse ({}:{}: {}); please report this with the input", e.line, e.column, e.message)
+        format!("internal error: the migrated config would not parse (its line {}, column {}: {}); nothing written; please report this with the input", e.line, e.column, e.message)
     })?;
     if reparsed != expected {
         return Err("internal error: the migrated config does not read back as intended (anchors, aliases or an unusual layout?); nothing written; please report this with the input".to_string());
@@ -363,6 +420,19 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
         sdbridge,
         outcomes,
         notes,
+    })
+}
+
+/// Whether `line` defines an anchor (`&name` where a node may start);
+/// quoted text that looks like one errs on the safe side.
+fn has_anchor(line: &str) -> bool {
+    let code = locate::before_comment(line).as_bytes();
+    code.iter().enumerate().any(|(i, &b)| {
+        b == b'&'
+            && (i == 0 || matches!(code[i - 1], b' ' | b'[' | b'{' | b','))
+            && code
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
     })
 }
 
@@ -393,8 +463,12 @@ pub fn main(args: &Args) -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let url = args.url.trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-        return Err(format!("--url {:?}: expected http://HOST:PORT or https://HOST:PORT", args.url));
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+    {
+        return Err(format!(
+            "--url {:?}: expected http://HOST:PORT or https://HOST:PORT",
+            args.url
+        ));
     }
     PromDuration::parse(&args.refresh_interval).map_err(|e| format!("--refresh-interval: {e}"))?;
     let file_name = args
@@ -437,8 +511,11 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let client = Client {
         url: url.to_string(),
-        refresh_interval: args.refresh_interval.clone(),
-        basic_auth: match (&args.basic_auth_user, option_path(&args.basic_auth_password_file)?) {
+        refresh_interval: (!args.no_refresh_interval).then(|| args.refresh_interval.clone()),
+        basic_auth: match (
+            &args.basic_auth_user,
+            option_path(&args.basic_auth_password_file)?,
+        ) {
             (Some(user), Some(file)) => Some((user.clone(), file)),
             _ => None,
         },
@@ -450,22 +527,42 @@ fn run(args: &Args) -> Result<(), String> {
     let plan = plan(&text, &args.input, &rebase, &client)?;
     let sdbridge_file = args.out_dir.join("sdbridge.yml");
     let mut report = String::new();
-    for line in plan.outcomes.iter().map(ToString::to_string).chain(plan.notes.iter().cloned()) {
+    for line in plan
+        .outcomes
+        .iter()
+        .map(ToString::to_string)
+        .chain(plan.notes.iter().cloned())
+    {
         let _ = writeln!(report, "{line}");
     }
     if args.dry_run {
         let mut stdout = String::new();
-        stdout.push_str(&diff::unified(&text, &plan.scrape_config, Some(&args.input.display().to_string()), &out_file.display().to_string()));
-        stdout.push_str(&diff::unified("", &plan.sdbridge, None, &sdbridge_file.display().to_string()));
+        stdout.push_str(&diff::unified(
+            &text,
+            &plan.scrape_config,
+            Some(&args.input.display().to_string()),
+            &out_file.display().to_string(),
+        ));
+        stdout.push_str(&diff::unified(
+            "",
+            &plan.sdbridge,
+            None,
+            &sdbridge_file.display().to_string(),
+        ));
         print!("{stdout}");
         eprint!("{report}(dry run: nothing written)\n");
         return Ok(());
     }
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
     write_file(&sdbridge_file, &plan.sdbridge)?;
     write_file(&out_file, &plan.scrape_config)?;
     print!("{report}");
-    println!("wrote {} and {}", sdbridge_file.display(), out_file.display());
+    println!(
+        "wrote {} and {}",
+        sdbridge_file.display(),
+        out_file.display()
+    );
     Ok(())
 }
 
@@ -477,3 +574,6 @@ fn write_file(path: &Path, content: &str) -> Result<(), String> {
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,11 +67,7 @@ fn relative(base: &str, target: &str) -> Option<String> {
             .collect()
     };
     let (base, target) = (parts(base), parts(target));
-    let common = base
-        .iter()
-        .zip(&target)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
     if common == 0 && !base.is_empty() {
         return None;
     }
@@ -105,16 +101,17 @@ pub fn scalar(value: &str) -> String {
 /// `None` when it is not a simple scalar this can edit safely.
 fn rewrite_scalar(written: &str, rebase: &Rebase) -> Option<String> {
     let t = written.trim();
-    let (value, quote) = if let Some(inner) = t.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-        (inner.replace("''", "'"), Some('\''))
-    } else if let Some(inner) = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        if inner.contains('\\') {
-            return None;
-        }
-        (inner.to_string(), Some('"'))
-    } else {
-        (t.to_string(), None)
-    };
+    let (value, quote) =
+        if let Some(inner) = t.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+            (inner.replace("''", "'"), Some('\''))
+        } else if let Some(inner) = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            if inner.contains('\\') {
+                return None;
+            }
+            (inner.to_string(), Some('"'))
+        } else {
+            (t.to_string(), None)
+        };
     let new = rebase.path(&value);
     // The quoting style as written, where it can hold the new value.
     Some(match quote {
@@ -184,9 +181,7 @@ fn rewrite_line(line: &str, code_len: usize, rebase: &Rebase) -> Option<(String,
             .iter()
             .map(|k| (k, false))
             .chain(PATH_LIST_KEYS.iter().map(|k| (k, true)))
-            .find(|(k, _)| {
-                code[i..].starts_with(*k) && code[i + k.len()..].starts_with(':')
-            });
+            .find(|(k, _)| code[i..].starts_with(*k) && code[i + k.len()..].starts_with(':'));
         let Some((key, is_list)) = key.filter(|_| boundary) else {
             i += code[i..].chars().next().map_or(1, char::len_utf8);
             continue;
@@ -333,7 +328,10 @@ mod tests {
 
     #[test]
     fn scalars_are_quoted_only_when_needed() {
-        assert_eq!(scalar("http://127.0.0.1:9412/http_sd/a"), "http://127.0.0.1:9412/http_sd/a");
+        assert_eq!(
+            scalar("http://127.0.0.1:9412/http_sd/a"),
+            "http://127.0.0.1:9412/http_sd/a"
+        );
         assert_eq!(scalar("it's: x"), "'it''s: x'");
         assert_eq!(scalar("true"), "'true'");
         assert_eq!(scalar("123"), "'123'");
