@@ -15,6 +15,7 @@ mod fake_consul;
 mod file_sd;
 mod http;
 mod http_sd;
+mod migrate;
 mod reload;
 mod shard;
 mod sql;

@@ -62,10 +62,10 @@ pub fn before_comment(s: &str) -> &str {
         match quote {
             Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if b == b'\'' || b == b'"' => {
-                if i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'[' | b'{' | b',' | b':') {
-                    quote = Some(b);
-                }
+            None if (b == b'\'' || b == b'"')
+                && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'[' | b'{' | b',' | b':')) =>
+            {
+                quote = Some(b);
             }
             None if b == b'#' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t')) => {
                 return &s[..i];
@@ -151,8 +151,7 @@ fn item_keys(lines: &[&str], start: usize, end: usize, dash: usize) -> Option<Ve
         (dash + 1 + (after_dash.len() - content.len()), start)
     };
     let mut keys: Vec<Key> = Vec::new();
-    for i in first_key_line..end {
-        let line = lines[i];
+    for (i, &line) in lines.iter().enumerate().take(end).skip(first_key_line) {
         if is_filler(line) {
             continue;
         }
