@@ -158,6 +158,7 @@ fn migrate_refuses_to_overwrite_its_input_unless_forced() {
     let dir = Dir::new();
     copy_example(&dir);
     let input = read(&dir, "etc/prometheus.yml");
+    dir.write("etc/prometheus.yml.orig", &input);
     let (ok, _, stderr) = migrate(
         &dir,
         [
@@ -188,6 +189,49 @@ fn migrate_refuses_to_overwrite_its_input_unless_forced() {
         ],
     );
     assert!(ok, "{stderr}");
+    let first = read(&dir, "etc/sdbridge.yml");
+    // Run again on the migrated file: nothing moves, and the sdbridge.yml
+    // of the first run is kept.
+    let migrated = read(&dir, "etc/prometheus.yml");
+    let (ok, _, stderr) = migrate(
+        &dir,
+        [
+            "etc/prometheus.yml",
+            "--out-dir",
+            "etc",
+            "--url",
+            "http://127.0.0.1:9412",
+            "--force",
+        ],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("left in place: job \"node\": already on http_sd_configs"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing to move (already migrated?): etc/sdbridge.yml left as it is"),
+        "{stderr}"
+    );
+    assert_eq!(read(&dir, "etc/sdbridge.yml"), first);
+    assert_eq!(read(&dir, "etc/prometheus.yml"), migrated);
+    // Into another directory holding a different sdbridge.yml: only with
+    // --force.
+    dir.write("other/sdbridge.yml", "jobs: []\n");
+    let (ok, _, stderr) = migrate(
+        &dir,
+        [
+            "etc/prometheus.yml.orig",
+            "--out-dir",
+            "other",
+            "--url",
+            "http://127.0.0.1:9412",
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("other/sdbridge.yml exists and differs"),
+        "{stderr}"
+    );
     let output = read(&dir, "etc/prometheus.yml");
     assert!(output.contains("http_sd/node"));
     // Same directory: relative paths stay as written.

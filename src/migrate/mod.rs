@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, requires = "cert_file")]
     pub key_file: Option<PathBuf>,
     /// Write even when `--out-dir` is the input's directory (the input is
-    /// replaced).
+    /// replaced) or holds a different `sdbridge.yml`.
     #[arg(long)]
     pub force: bool,
     /// Print the changes as a unified diff and write nothing.
@@ -178,6 +178,26 @@ fn run(args: &Args) -> Result<(), String> {
         print!("{stdout}");
         eprintln!("{report}(dry run: nothing written)");
         return Ok(());
+    }
+    // A second run over an already migrated config moves nothing: it must
+    // not replace the sdbridge.yml of the first one.
+    if let Ok(existing) = std::fs::read_to_string(&sdbridge_file) {
+        let moved = plan
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Moved { .. }));
+        if existing != plan.sdbridge && !moved {
+            return Err(format!(
+                "{report}nothing to move (already migrated?): {} left as it is, nothing written",
+                sdbridge_file.display()
+            ));
+        }
+        if existing != plan.sdbridge && !args.force {
+            return Err(format!(
+                "{} exists and differs from the one this run would write; pass --force to replace it (see --dry-run)",
+                sdbridge_file.display()
+            ));
+        }
     }
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
