@@ -137,6 +137,12 @@ fn migrate_moves_the_blocks_keeps_the_rest_and_reports() {
         String::from_utf8_lossy(&check.stdout)
     );
     if let Some(promtool) = require_binary("promtool") {
+        let before = Command::new(&promtool)
+            .args(["check", "config"])
+            .arg(dir.path("etc/prometheus.yml"))
+            .output()
+            .expect("promtool");
+        assert!(before.status.success(), "the example itself");
         // promtool also checks that the rule files resolve from out/.
         let out = Command::new(promtool)
             .args(["check", "config"])
@@ -463,7 +469,9 @@ fn compare(
     };
     let (ok, _, stderr) = migrate(dir, args("http://127.0.0.1:1"));
     assert!(ok, "{stderr}");
-    let bridge = Bridge::start(&dir.path("out/sdbridge.yml"));
+    // A relative --config: the bridge's __meta_filepath must not depend
+    // on how it was started.
+    let bridge = Bridge::start_in(dir.tmp.path(), Path::new("out/sdbridge.yml"));
     let (ok, report, stderr) = migrate(dir, args(&format!("http://{}", bridge.addr)));
     assert!(ok, "{stderr}");
     let before = start(Path::new(input), &dir.path("data-before"));

@@ -222,6 +222,13 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             outcomes.push(left("no job_name"));
             continue;
         }
+        if jobs[..i]
+            .iter()
+            .any(|j| j.get("job_name") == job.get("job_name"))
+        {
+            outcomes.push(left("an earlier job has the same job_name"));
+            continue;
+        }
         let keys = items
             .and_then(|items| items[i].keys.as_ref())
             .filter(|keys| {

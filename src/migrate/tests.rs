@@ -135,3 +135,20 @@ fn auth_settings_are_written_for_a_bridge_with_web_auth() {
         "scrape_configs:\n  - job_name: 'a b'\n    http_sd_configs:\n      - url: http://127.0.0.1:9412/http_sd/a%20b\n        basic_auth:\n          username: prometheus\n          password_file: bridge-password\n        tls_config:\n          ca_file: bridge ca.pem\n"
     );
 }
+
+#[test]
+fn alerting_file_sd_and_scrape_config_files_paths_are_rebased() {
+    let p = run("alerting:\n  alertmanagers:\n    - file_sd_configs:\n        - files:\n            - am/*.json # here\nscrape_config_files:\n  - jobs/*.yml\nscrape_configs:\n  - job_name: a\n    static_configs: [{targets: [x]}]\n  - job_name: a\n    static_configs: [{targets: [y]}]\n");
+    assert!(p.scrape_config.starts_with("alerting:\n  alertmanagers:\n    - file_sd_configs:\n        - files:\n            - ../am/*.json # here\nscrape_config_files:\n  - ../jobs/*.yml\n"), "{}", p.scrape_config);
+    assert!(
+        p.notes.iter().any(|n| n.contains("scrape_config_files")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        matches!(&p.outcomes[1], Outcome::Left { reason, .. } if reason.contains("same job_name")),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(p.scrape_config.contains("static_configs: [{targets: [y]}]"));
+}
