@@ -449,6 +449,7 @@ fn compare(
     dir: &Dir,
     name: &str,
     extra: &[&str],
+    web: &str,
     expected: usize,
     start: &dyn Fn(&Path, &Path) -> Consumer,
     drop: &dyn Fn(&str) -> bool,
@@ -469,10 +470,23 @@ fn compare(
     };
     let (ok, _, stderr) = migrate(dir, args("http://127.0.0.1:1"));
     assert!(ok, "{stderr}");
+    // `web` (auth) goes into the bridge's config, which the second run
+    // then replaces (with --force): the running bridge keeps it.
+    if !web.is_empty() {
+        let generated = read(dir, "out/sdbridge.yml");
+        dir.write("out/sdbridge.yml", &format!("{generated}{web}"));
+    }
     // A relative --config: the bridge's __meta_filepath must not depend
     // on how it was started.
     let bridge = Bridge::start_in(dir.tmp.path(), Path::new("out/sdbridge.yml"));
-    let (ok, report, stderr) = migrate(dir, args(&format!("http://{}", bridge.addr)));
+    if !web.is_empty() {
+        assert_eq!(bridge.get("/http_sd/node").status, 401, "auth in force");
+    }
+    let mut second = args(&format!("http://{}", bridge.addr));
+    if !web.is_empty() {
+        second.push("--force".into());
+    }
+    let (ok, report, stderr) = migrate(dir, second);
     assert!(ok, "{stderr}");
     let before = start(Path::new(input), &dir.path("data-before"));
     let after = start(&dir.path(&format!("out/{name}")), &dir.path("data-after"));
@@ -528,6 +542,7 @@ fn prometheus_sees_the_same_targets_before_and_after_migrate() {
         &dir,
         "prometheus.yml",
         &[],
+        "",
         8,
         &start,
         &prometheus_discovered,
@@ -602,6 +617,7 @@ fn victoria_metrics_sees_the_same_targets_before_and_after_migrate() {
         &dir,
         "vmagent.yml",
         &["--no-refresh-interval"],
+        "",
         10,
         &start,
         &vm_differs,
@@ -620,4 +636,39 @@ fn victoria_metrics_sees_the_same_targets_before_and_after_migrate() {
     assert!(targets["consul"]
         .iter()
         .any(|(_, l, _)| l.get("node").map(String::as_str) == Some("node-a")));
+}
+
+#[test]
+fn prometheus_reaches_a_bridge_with_basic_auth_through_the_migrated_config() {
+    let binary = require_binary!("prometheus");
+    let dir = Dir::new();
+    copy_example(&dir);
+    dir.write("bridge/password", "s3cret");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let web = format!("web:\n  basic_auth_users:\n    prometheus: '{hash}'\n");
+    let start = |config: &Path, data: &Path| Consumer::prometheus(&binary, config, data);
+    let options = [
+        "--basic-auth-user",
+        "prometheus",
+        "--basic-auth-password-file",
+        "bridge/password",
+    ];
+    let targets = compare(
+        &dir,
+        "prometheus.yml",
+        &options,
+        &web,
+        8,
+        &start,
+        &prometheus_discovered,
+    );
+    assert_eq!(
+        targets.keys().collect::<Vec<_>>(),
+        ["apps", "mysqld", "node"]
+    );
+    // Written relative to out/, naming the file given relative to the
+    // working directory.
+    assert!(
+        read(&dir, "out/prometheus.yml").contains("          password_file: ../bridge/password\n")
+    );
 }
