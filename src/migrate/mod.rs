@@ -187,8 +187,9 @@ fn run(args: &Args) -> Result<(), String> {
             .iter()
             .any(|o| matches!(o, Outcome::Moved { .. }));
         if existing != plan.sdbridge && !moved {
+            eprint!("{report}");
             return Err(format!(
-                "{report}nothing to move (already migrated?): {} left as it is, nothing written",
+                "nothing to move (already migrated?): {} left as it is, nothing written",
                 sdbridge_file.display()
             ));
         }
