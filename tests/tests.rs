@@ -10,6 +10,7 @@ mod cli;
 mod consul;
 mod e2e;
 mod e2e_consul;
+mod e2e_migrate;
 mod examples;
 mod fake_consul;
 mod file_sd;
