@@ -65,6 +65,10 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Move a Prometheus/vmagent scrape config's file_sd, static and
+    /// Consul blocks into an sdbridge config, pointing the jobs at the
+    /// bridge with http_sd_configs.
+    Migrate(crate::migrate::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -86,6 +90,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { file } => check(&file),
+        Command::Migrate(args) => crate::migrate::main(&args),
         Command::Serve { config, listen } => with_runtime(|| async move {
             let loaded = Config::load(&config).map_err(|e| e.to_string())?;
             daemon::serve(config, loaded, listen)

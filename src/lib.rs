@@ -32,7 +32,9 @@
 //!   the job's sources sync.
 //! - [`status`]: the HTML status page; [`targets_page`]: one job's
 //!   targets, filtered and paginated on the server; [`metrics`]: `/metrics`.
-//! - [`cli`]: the commands.
+//! - [`cli`]: the commands; [`migrate`]: `sdbridge migrate`, which edits
+//!   a scrape config's text (comments kept) and checks the edit by parsing
+//!   it back.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
 //!   data model and Go's path rules, ported where exact parity matters;
 //!   [`backoff`]: backoff with jitter and the clamp on server-given delays;
@@ -48,6 +50,7 @@ pub mod http;
 pub mod http_client;
 pub mod merge;
 pub mod metrics;
+pub mod migrate;
 pub mod shard;
 pub mod size;
 pub mod snapshot;

@@ -15,6 +15,17 @@ mod tree;
 
 use serde::de::DeserializeOwned;
 
+/// A YAML tree and its writer, for `sdbridge migrate`, which reads a
+/// Prometheus config into a tree (through [`from_str`], so with yaml.v2's
+/// rules) to check its text edits, and writes the generated `sdbridge.yml`.
+pub use serde_norway::{Mapping, Value};
+
+/// Writes `value` as YAML (block style); the output reads back through
+/// [`from_str`] (`migrate` checks that it does).
+pub fn to_string<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_norway::to_string(value).map_err(|e| e.to_string())
+}
+
 pub use tree::Mark;
 
 /// A YAML parse or schema error, with the 1-based position it points at.

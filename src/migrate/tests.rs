@@ -1,0 +1,154 @@
+//! `plan` on texts that exercise the locator's edges; every case also
+//! goes through the parse-back check inside `plan`.
+
+use std::path::Path;
+
+use super::paths::Rebase;
+use super::*;
+
+fn client() -> Client {
+    Client {
+        url: "http://127.0.0.1:9412".into(),
+        refresh_interval: Some("15s".into()),
+        ..Client::default()
+    }
+}
+
+fn run(text: &str) -> Plan {
+    let rebase = Rebase {
+        from: "/etc/prometheus".into(),
+        to: "/etc/prometheus/out".into(),
+    };
+    plan(
+        text,
+        Path::new("/etc/prometheus/prometheus.yml"),
+        &rebase,
+        &client(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_moved_block_on_the_items_first_line_keeps_the_dash() {
+    let p = run("scrape_configs:\n- static_configs: [{targets: ['127.0.0.1:9100']}]\n  job_name: a # the name\n");
+    assert_eq!(
+        p.scrape_config,
+        "scrape_configs:\n- http_sd_configs:\n    - url: http://127.0.0.1:9412/http_sd/a\n      refresh_interval: 15s\n  job_name: a # the name\n"
+    );
+}
+
+#[test]
+fn flow_style_jobs_are_left_in_place_and_block_ones_still_move() {
+    let p = run("scrape_configs:\n  - {job_name: a, static_configs: [{targets: [x]}]}\n  - job_name: b\n    static_configs: [{targets: [y]}]\n");
+    assert!(p
+        .scrape_config
+        .contains("  - {job_name: a, static_configs: [{targets: [x]}]}\n"));
+    assert!(p.scrape_config.contains("http_sd/b"));
+    assert!(
+        matches!(&p.outcomes[0], Outcome::Left { reason, .. } if reason.contains("move it by hand")),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(matches!(&p.outcomes[1], Outcome::Moved { .. }));
+    let p = run("scrape_configs: [{job_name: a, static_configs: [{targets: [x]}]}]\n");
+    assert!(matches!(&p.outcomes[0], Outcome::Left { .. }));
+    assert!(
+        p.notes.iter().any(|n| n.contains("not a block-style list")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn crlf_files_stay_crlf_and_vmagent_fields_stay() {
+    let p = run("scrape_configs:\r\n  - job_name: a\r\n    stream_parse: true\r\n    file_sd_configs:\r\n      - files: [sd/*.json]\r\n    scrape_align_interval: 1m\r\n");
+    assert_eq!(
+        p.scrape_config,
+        "scrape_configs:\r\n  - job_name: a\r\n    stream_parse: true\r\n    http_sd_configs:\r\n      - url: http://127.0.0.1:9412/http_sd/a\r\n        refresh_interval: 15s\r\n    scrape_align_interval: 1m\r\n"
+    );
+    assert!(
+        p.sdbridge.contains("/etc/prometheus/sd/*.json"),
+        "{}",
+        p.sdbridge
+    );
+}
+
+#[test]
+fn what_sdbridge_cannot_take_is_left_with_the_reason() {
+    let p = run("scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: 127.0.0.1:8500\n        oauth2: {client_id: x, token_url: 'http://127.0.0.1:1/'}\n");
+    assert!(
+        matches!(&p.outcomes[0], Outcome::Left { reason, .. } if reason.contains("oauth2: not supported")),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(p.scrape_config.contains("consul_sd_configs"));
+}
+
+#[test]
+fn consul_paths_are_rebased_into_sdbridge_yml() {
+    let p = run("scrape_configs:\n  - job_name: c\n    consul_sd_configs:\n      - server: 127.0.0.1:8500\n        tls_config: {ca_file: consul-ca.pem}\n");
+    assert!(
+        p.sdbridge.contains("ca_file: ../consul-ca.pem"),
+        "{}",
+        p.sdbridge
+    );
+}
+
+#[test]
+fn aliases_into_a_moved_block_are_refused_not_broken() {
+    let rebase = Rebase {
+        from: "/p".into(),
+        to: "/p/out".into(),
+    };
+    let text = "scrape_configs:\n  - job_name: a\n    static_configs: &t [{targets: [x]}]\n  - job_name: b\n    metrics_path: /m\n    params: {t: *t}\n";
+    let p = plan(text, Path::new("/p/prometheus.yml"), &rebase, &client())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(&p.outcomes[0], Outcome::Left { reason, .. } if reason.contains("anchors")),
+        "{:?}",
+        p.outcomes
+    );
+    assert_eq!(p.scrape_config, text);
+}
+
+#[test]
+fn auth_settings_are_written_for_a_bridge_with_web_auth() {
+    let rebase = Rebase {
+        from: "/p".into(),
+        to: "/p".into(),
+    };
+    let client = Client {
+        basic_auth: Some(("prometheus".into(), "bridge-password".into())),
+        ca_file: Some("bridge ca.pem".into()),
+        refresh_interval: None,
+        ..client()
+    };
+    let p = plan(
+        "scrape_configs:\n  - job_name: 'a b'\n    static_configs: [{targets: [x]}]\n",
+        Path::new("/p/prometheus.yml"),
+        &rebase,
+        &client,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.scrape_config,
+        "scrape_configs:\n  - job_name: 'a b'\n    http_sd_configs:\n      - url: http://127.0.0.1:9412/http_sd/a%20b\n        basic_auth:\n          username: prometheus\n          password_file: bridge-password\n        tls_config:\n          ca_file: bridge ca.pem\n"
+    );
+}
+
+#[test]
+fn alerting_file_sd_and_scrape_config_files_paths_are_rebased() {
+    let p = run("alerting:\n  alertmanagers:\n    - file_sd_configs:\n        - files:\n            - am/*.json # here\nscrape_config_files:\n  - jobs/*.yml\nscrape_configs:\n  - job_name: a\n    static_configs: [{targets: [x]}]\n  - job_name: a\n    static_configs: [{targets: [y]}]\n");
+    assert!(p.scrape_config.starts_with("alerting:\n  alertmanagers:\n    - file_sd_configs:\n        - files:\n            - ../am/*.json # here\nscrape_config_files:\n  - ../jobs/*.yml\n"), "{}", p.scrape_config);
+    assert!(
+        p.notes.iter().any(|n| n.contains("scrape_config_files")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        matches!(&p.outcomes[1], Outcome::Left { reason, .. } if reason.contains("same job_name")),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(p.scrape_config.contains("static_configs: [{targets: [y]}]"));
+}
