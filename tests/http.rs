@@ -351,3 +351,70 @@ fn metrics_are_text_004_for_promtool_and_openmetrics_on_request() {
         .starts_with("application/openmetrics-text"));
     assert!(om.text().ends_with("# EOF\n"));
 }
+
+/// Issue 11: a real Prometheus scraping `/metrics` (it negotiates
+/// OpenMetrics) ingests every metric family sdbridge exposes, with no
+/// scrape error. The only target is the bridge itself, on loopback.
+#[test]
+fn prometheus_ingests_every_metric_family() {
+    let binary = require_binary!("prometheus");
+    let dir = Dir::new();
+    dir.write(
+        "sd/a.json",
+        r#"[{"targets": ["127.0.0.1:9100"], "labels": {"team": "데이터"}}]"#,
+    );
+    dir.write("sd/bad.json", "[{");
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: a\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&config);
+    bridge.get("/http_sd/a");
+    let scrape = dir.write(
+        "prometheus.yml",
+        &format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: sdbridge\n    static_configs: [{{targets: ['{}']}}]\n",
+            bridge.addr
+        ),
+    );
+    let prometheus = crate::e2e::Consumer::prometheus(&binary, &scrape, &dir.path("data"));
+    let addr = format!("127.0.0.1:{}", prometheus.port)
+        .parse()
+        .expect("addr");
+    let target = poll_until(Duration::from_secs(60), "a scrape of /metrics", || {
+        let r = crate::util::request(addr, "GET", "/api/v1/targets?state=active", &[]);
+        let target = r.json()["data"]["activeTargets"].get(0)?.clone();
+        (target["health"] == "up").then_some(target)
+    });
+    assert_eq!(target["lastError"], "", "{target}");
+    // Every family of the text exposition is in Prometheus.
+    let families: std::collections::BTreeSet<String> = bridge
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(families.len() > 10, "{families:?}");
+    let query = "/api/v1/query?query=group%20by%20(__name__)%20(%7Bjob%3D%22sdbridge%22%2C__name__%3D~%22sdbridge_.*%22%7D)";
+    poll_until(Duration::from_secs(30), "every family ingested", || {
+        let r = crate::util::request(addr, "GET", query, &[]);
+        let names: std::collections::BTreeSet<String> = r.json()["data"]["result"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_string))
+            .collect();
+        // A counter family `x` is stored as `x_total`; a histogram as
+        // `x_bucket`, `x_sum`, `x_count`.
+        let missing: Vec<&String> = families
+            .iter()
+            .filter(|f| {
+                !names.contains(*f)
+                    && !names.contains(&format!("{f}_total"))
+                    && !names.contains(&format!("{f}_count"))
+            })
+            .collect();
+        missing.is_empty().then_some(())
+    });
+}
