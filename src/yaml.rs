@@ -3,6 +3,8 @@
 
 use serde::de::DeserializeOwned;
 
+mod depth;
+
 /// A YAML parse or schema error, with the 1-based position it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct YamlError {
@@ -21,6 +23,14 @@ pub struct YamlError {
 /// Plain scalars are handed to string fields as written (`9104` stays
 /// `"9104"`), which is what Prometheus's `yaml.v2` does.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    if let Some((line, column)) = depth::too_deep(text) {
+        let message = format!("nested more than {} levels deep", depth::MAX_DEPTH);
+        return Err(YamlError {
+            line,
+            column,
+            message,
+        });
+    }
     let mut documents = serde_norway::Deserializer::from_str(text);
     let parsed = match documents.next() {
         Some(first) => T::deserialize(first),
