@@ -107,3 +107,42 @@ mod tests {
         assert_eq!(PromDuration::parse("0").unwrap().to_string(), "0s");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What sdbridge prints (status page, logs) parses back to itself.
+        #[test]
+        fn display_parses_back(ms in prop_oneof![0u64..10_000_000, any::<u64>()]) {
+            let d = PromDuration(Duration::from_millis(ms));
+            prop_assert_eq!(PromDuration::parse(&d.to_string()), Ok(d));
+        }
+
+        /// Units in Prometheus's order, each at most once, sum up; the
+        /// canonical form of the sum parses to the same sum.
+        #[test]
+        fn unit_lists_sum_and_print_canonically(
+            parts in proptest::collection::vec(proptest::option::of(0u64..1000), UNITS.len()),
+        ) {
+            let mut text = String::new();
+            let mut millis = 0u64;
+            for ((name, factor), n) in UNITS.iter().zip(&parts) {
+                if let Some(n) = n {
+                    text.push_str(&format!("{n}{name}"));
+                    millis += n * factor;
+                }
+            }
+            prop_assume!(!text.is_empty());
+            let parsed = PromDuration::parse(&text);
+            prop_assert_eq!(parsed.clone(), Ok(PromDuration(Duration::from_millis(millis))));
+            let canonical = parsed.unwrap_or(PromDuration(Duration::ZERO)).to_string();
+            prop_assert_eq!(PromDuration::parse(&canonical).map(|d| d.0.as_millis() as u64), Ok(millis));
+        }
+    }
+}

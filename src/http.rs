@@ -608,3 +608,179 @@ mod tests {
         assert!(!nm(&[]));
     }
 }
+
+/// Properties of the conditional and encoding headers: generated lists
+/// with any order, spacing, weak forms and splits over header lines.
+#[cfg(test)]
+mod properties {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use http::HeaderName;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An entity-tag other than `ours`, maybe weak.
+    fn other_etag() -> impl Strategy<Value = String> {
+        ("[a-z0-9-]{0,8}", any::<bool>())
+            .prop_filter("not ours", |(tag, _)| tag != "abc")
+            .prop_map(|(tag, weak)| format!("{}\"{tag}\"", if weak { "W/" } else { "" }))
+    }
+
+    /// Optional whitespace around list commas (RFC 9110 OWS).
+    fn ows() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just(""), Just(" "), Just("  "), Just("\t"), Just(" \t")]
+    }
+
+    /// `items` as `If-None-Match` header lines: joined with commas and
+    /// `ows`, split into separate lines at `split`.
+    fn list_headers(
+        name: HeaderName,
+        items: &[String],
+        spaces: &[&str],
+        split: usize,
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let split = split.min(items.len());
+        for chunk in [&items[..split], &items[split..]] {
+            if chunk.is_empty() {
+                continue;
+            }
+            let mut value = String::new();
+            for (i, item) in chunk.iter().enumerate() {
+                let space = spaces[i % spaces.len()];
+                if i > 0 {
+                    value.push(',');
+                }
+                value.push_str(space);
+                value.push_str(item);
+                value.push_str(space);
+            }
+            headers.append(name.clone(), HeaderValue::from_str(&value).unwrap());
+        }
+        headers
+    }
+
+    fn date(secs: u64) -> HeaderValue {
+        HeaderValue::from_str(&httpdate::fmt_http_date(
+            UNIX_EPOCH + Duration::from_secs(secs),
+        ))
+        .unwrap()
+    }
+
+    /// `q=` as clients write it: `0`, `0.5`, `0.001`, `1`, `1.000`...
+    fn qvalue() -> impl Strategy<Value = Option<(String, bool)>> {
+        prop_oneof![
+            1 => Just(None),
+            4 => (prop_oneof![Just(0u16), Just(1), Just(1000), 0u16..=1000], 0usize..4, ows()).prop_map(|(thousandths, digits, space)| {
+                let text = match (thousandths, digits) {
+                    (1000, 0) => "1".to_string(),
+                    (1000, d) => format!("1.{}", "0".repeat(d)),
+                    (t, 0) => if t == 0 { "0".to_string() } else { format!("0.{t:03}") },
+                    (t, _) => format!("0.{t:03}"),
+                };
+                Some((format!(";{space}q={text}"), thousandths > 0))
+            }),
+        ]
+    }
+
+    fn coding(name: &'static str) -> impl Strategy<Value = (String, bool)> {
+        qvalue().prop_map(move |q| match q {
+            None => (name.to_string(), true),
+            Some((param, accepted)) => (format!("{name}{param}"), accepted),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn if_none_match_listing_our_etag_anywhere_gives_304(
+            others in vec(other_etag(), 0..6),
+            at in any::<prop::sample::Index>(),
+            weak in any::<bool>(),
+            spaces in vec(ows(), 1..4),
+            split in 0usize..8,
+            modified_since in proptest::option::of(0u64..4_000_000_000),
+        ) {
+            let ours = HeaderValue::from_static("\"abc\"");
+            let mut items = others;
+            let tag = if weak { "W/\"abc\"" } else { "\"abc\"" };
+            items.insert(at.index(items.len() + 1), tag.to_string());
+            let mut headers = list_headers(IF_NONE_MATCH, &items, &spaces, split);
+            // If-None-Match decides: any If-Modified-Since is ignored.
+            if let Some(secs) = modified_since {
+                headers.insert(IF_MODIFIED_SINCE, date(secs));
+            }
+            let last_modified = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+            prop_assert!(not_modified(&headers, &ours, last_modified), "{:?}", headers);
+        }
+
+        #[test]
+        fn if_none_match_without_our_etag_never_gives_304(
+            items in vec(other_etag(), 1..6),
+            spaces in vec(ows(), 1..4),
+            split in 0usize..8,
+        ) {
+            let ours = HeaderValue::from_static("\"abc\"");
+            let mut headers = list_headers(IF_NONE_MATCH, &items, &spaces, split);
+            // An If-Modified-Since that alone would give 304.
+            headers.insert(IF_MODIFIED_SINCE, date(3_000_000_000));
+            let last_modified = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+            prop_assert!(!not_modified(&headers, &ours, last_modified), "{:?}", headers);
+        }
+
+        #[test]
+        fn the_last_modified_we_serve_echoed_back_gives_304_and_an_earlier_one_does_not(
+            secs in 1u64..4_000_000_000,
+        ) {
+            let ours = HeaderValue::from_static("\"abc\"");
+            let last_modified = UNIX_EPOCH + Duration::from_secs(secs);
+            let mut headers = HeaderMap::new();
+            headers.insert(IF_MODIFIED_SINCE, date(secs));
+            prop_assert!(not_modified(&headers, &ours, last_modified));
+            headers.insert(IF_MODIFIED_SINCE, date(secs - 1));
+            prop_assert!(!not_modified(&headers, &ours, last_modified));
+        }
+
+        #[test]
+        fn accept_encoding_follows_q_values_in_any_order(
+            others in vec(
+                prop_oneof![coding("br"), coding("deflate"), coding("identity"), coding("zstd")],
+                0..4,
+            ),
+            gzip in proptest::option::of((
+                prop_oneof![Just("gzip"), Just("x-gzip"), Just("GZIP"), Just("Gzip")],
+                qvalue(),
+            )),
+            star in proptest::option::of(coding("*")),
+            order in any::<u64>(),
+            spaces in vec(ows(), 1..4),
+        ) {
+            let mut items: Vec<String> = others.into_iter().map(|(c, _)| c).collect();
+            let want = match (&gzip, &star) {
+                (Some((_, q)), _) => q.as_ref().is_none_or(|(_, accepted)| *accepted),
+                (None, Some((_, accepted))) => *accepted,
+                (None, None) => false,
+            };
+            if let Some((name, q)) = &gzip {
+                items.push(format!("{name}{}", q.as_ref().map_or("", |(p, _)| p)));
+            }
+            if let Some((c, _)) = star {
+                items.push(c);
+            }
+            // A deterministic shuffle driven by `order`.
+            let len = items.len();
+            if len > 1 {
+                let mut seed = order;
+                for i in (1..len).rev() {
+                    items.swap(i, (seed % (i as u64 + 1)) as usize);
+                    seed = seed.rotate_left(7) ^ 0x9e37_79b9_7f4a_7c15;
+                }
+            }
+            let headers = list_headers(ACCEPT_ENCODING, &items, &spaces, 99);
+            prop_assert_eq!(accepts_gzip(&headers), want, "{:?}", headers);
+        }
+    }
+}

@@ -621,8 +621,10 @@ fn inner_of(body: &Bytes) -> Bytes {
     body.slice(1..body.len().saturating_sub(1).max(1))
 }
 
-/// Concatenates `fragments`, served under `job`, into a JSON array.
-fn render<'a>(
+/// Concatenates `fragments`, served under `job`, into a JSON array: the
+/// body a job (or `/http_sd`) serves. Public for the fuzz targets, which
+/// check that served bodies parse back to the groups they were built from.
+pub fn render<'a>(
     fragments: impl Iterator<Item = &'a Fragment> + Clone,
     job: &EscapedJob,
     previous: Option<&Arc<Rendered>>,

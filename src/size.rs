@@ -75,3 +75,42 @@ mod tests {
             .contains("too large"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const UNITS: [(&str, u32); 10] = [
+        ("B", 0),
+        ("KB", 10),
+        ("KiB", 10),
+        ("MB", 20),
+        ("MiB", 20),
+        ("GB", 30),
+        ("GiB", 30),
+        ("TB", 40),
+        ("TiB", 40),
+        ("", 0),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `N<unit>` is N times the unit, or "too large" past `u64`.
+        #[test]
+        fn a_number_and_unit_parse_to_their_product(
+            n in prop_oneof![0u64..100_000, any::<u64>()],
+            unit in 0usize..UNITS.len(),
+            space in prop_oneof![Just(""), Just(" "), Just("\t")],
+        ) {
+            let (name, shift) = UNITS[unit];
+            let parsed = ByteSize::parse(&format!("{space}{n}{name}{space}"));
+            match n.checked_mul(1u64 << shift) {
+                Some(bytes) => prop_assert_eq!(parsed, Ok(ByteSize(bytes))),
+                None => prop_assert!(parsed.unwrap_err().contains("too large")),
+            }
+        }
+    }
+}

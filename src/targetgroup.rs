@@ -408,3 +408,73 @@ mod tests {
         assert_eq!(nulls, LabelSet::from([("a", "")]));
     }
 }
+
+/// Properties: whatever groups a source produces, the body sdbridge serves
+/// reads back as the same groups, by Prometheus's HTTP SD reader and as a
+/// file_sd JSON file.
+#[cfg(test)]
+mod properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::source::file::parse::parse_file;
+    use crate::source::file::FILEPATH_LABEL;
+    use crate::source::http_sd::{self, URL_LABEL};
+
+    fn label_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => "[a-zA-Z_][a-zA-Z0-9_]{0,12}",
+            // Labels the readers and the merger set themselves.
+            1 => Just(JOB_LABEL.to_string()),
+            1 => Just(FILEPATH_LABEL.to_string()),
+            1 => Just(URL_LABEL.to_string()),
+        ]
+    }
+
+    fn group() -> impl Strategy<Value = TargetGroup> {
+        (
+            vec(any::<String>(), 0..4),
+            btree_map(label_name(), any::<String>(), 0..6),
+        )
+            .prop_map(|(targets, labels)| TargetGroup {
+                targets,
+                labels: LabelSet(labels),
+            })
+    }
+
+    /// `groups` as a reader returns them: the job label, then its own.
+    fn read_back(groups: &[TargetGroup], job: &str, label: &str, value: &str) -> Vec<TargetGroup> {
+        groups
+            .iter()
+            .cloned()
+            .map(|mut g| {
+                g.labels.0.insert(JOB_LABEL.to_string(), job.to_string());
+                g.labels.0.insert(label.to_string(), value.to_string());
+                g
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn served_groups_parse_back_as_http_sd_and_file_sd(
+            parts in vec(vec(group(), 0..4), 0..4),
+            job in any::<String>(),
+        ) {
+            // One fragment per part, as the merger holds them.
+            let fragments: Vec<Fragment> = parts.iter().map(|p| Fragment::new(p)).collect();
+            let rendered = crate::merge::render(fragments.iter(), &EscapedJob::new(&job), None);
+            let groups: Vec<TargetGroup> = parts.concat();
+            prop_assert_eq!(rendered.groups, groups.len());
+            let url = "http://127.0.0.1:9412/http_sd";
+            let back = http_sd::parse(url, &rendered.body);
+            prop_assert_eq!(back, Ok(read_back(&groups, &job, URL_LABEL, url)));
+            let path = "/sd/served.json";
+            let back = parse_file(path, &rendered.body);
+            prop_assert_eq!(back, Ok(read_back(&groups, &job, FILEPATH_LABEL, path)));
+        }
+    }
+}

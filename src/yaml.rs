@@ -28,6 +28,8 @@ pub fn to_string<T: serde::Serialize>(value: &T) -> Result<String, String> {
 
 pub use tree::Mark;
 
+mod depth;
+
 /// A YAML parse or schema error, with the 1-based position it points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct YamlError {
@@ -85,6 +87,16 @@ impl Document {
     /// byte-order mark, or UTF-16 with one); later documents are not read,
     /// as in yaml.v2. An empty stream is a null document.
     pub fn parse(input: &[u8]) -> Result<Document, YamlError> {
+        // The scanner's work per token grows with the flow depth: refuse
+        // what no config needs before it is scanned (found by fuzzing).
+        if let Some((line, column)) = depth::too_deep(&String::from_utf8_lossy(input)) {
+            let message = format!("nested more than {} levels deep", depth::MAX_DEPTH);
+            return Err(YamlError {
+                line,
+                column,
+                message,
+            });
+        }
         tree::compose(input).map(|root| Document { root })
     }
 

@@ -270,3 +270,39 @@ fn check_reports_the_parity_files_prometheus_rejects() {
     );
     assert!(stdout.contains("6 invalid file_sd file(s)"), "{stdout}");
 }
+
+/// Issue 10: a config nested too deep, an alias bomb or invalid UTF-8 is
+/// refused at once with the file (and place); nothing is expanded.
+#[test]
+fn check_refuses_hostile_configs_with_their_place() {
+    let dir = Dir::new();
+    let deep = dir.write("deep.yml", &format!("jobs: {}", "[".repeat(100_000)));
+    let bomb = dir.write(
+        "bomb.yml",
+        &format!(
+            "jobs:\n  - job_name: a\n    static_configs:\n      - labels:\n{}        targets: *i\n",
+            crate::file_sd::alias_bomb("          ")
+        ),
+    );
+    let utf8 = dir.path("utf8.yml");
+    std::fs::write(&utf8, b"jobs:\n  - job_name: \"\xff\"\n").unwrap();
+    for (config, want) in [
+        (
+            &deep,
+            format!("{}:1:135: nested more than 128 levels deep", deep.display()),
+        ),
+        (
+            &bomb,
+            format!(
+                "{}:5:14: jobs[0].static_configs[0].labels.a: invalid type: sequence",
+                bomb.display()
+            ),
+        ),
+        (&utf8, format!("{}:2:16: invalid UTF-8", utf8.display())),
+    ] {
+        let out = run_cli(None, ["check".as_ref(), config.as_os_str()]);
+        assert!(!out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with(&want), "{stdout}");
+    }
+}

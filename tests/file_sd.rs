@@ -405,3 +405,68 @@ fn parity_fixtures_are_served_as_prometheus_reads_them() {
     );
     assert_eq!(bridge.get("/http_sd/db").text(), body);
 }
+
+/// A YAML "billion laughs": nine levels of nine aliases each.
+pub fn alias_bomb(prefix: &str) -> String {
+    let mut text = format!(
+        "{prefix}a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+    );
+    for level in b'b'..=b'i' {
+        let (name, prev) = (level as char, (level - 1) as char);
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        text.push_str(&format!("{prefix}{name}: &{name} [{refs}]\n"));
+    }
+    text
+}
+
+/// Issue 10: hostile files (deep nesting, an alias bomb, invalid UTF-8)
+/// are refused one by one with their names; the process stays up, its
+/// memory stays small, and the good file is served. Deep YAML flow
+/// nesting used to keep the parser busy for minutes (fuzzing found it),
+/// so the job never became ready.
+#[test]
+fn hostile_files_are_refused_and_the_rest_served() {
+    let dir = Dir::new();
+    dir.write("sd/good.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    dir.write("sd/deep.json", &"[".repeat(1_000_000));
+    dir.write("sd/deep.yml", &"{a: ".repeat(100_000));
+    dir.write("sd/deep-list.yml", &"- ".repeat(100_000));
+    let bomb = format!("- targets: []\n  labels:\n{}", alias_bomb("    "));
+    dir.write("sd/bomb.yml", &bomb);
+    std::fs::write(dir.path("sd/utf8.json"), b"[{\"targets\": [\"\xff\xfe\"]}]").unwrap();
+    std::fs::write(dir.path("sd/utf8.yml"), b"- targets: ['\xc3\x28']\n").unwrap();
+    let bridge = start(&dir);
+    let body = bridge.wait_body("/http_sd/db", "the good file", |b| {
+        b.contains("127.0.0.1:9100")
+    });
+    // Invalid UTF-8 in JSON becomes U+FFFD, as Go's encoding/json reads
+    // it: that file is served, as Prometheus would read it.
+    let mut served = targets(&body);
+    served.sort();
+    assert_eq!(served, ["127.0.0.1:9100", "\u{fffd}\u{fffd}"]);
+    for (file, message) in [
+        ("deep.json", "deep.json:1:"),
+        (
+            "deep.yml",
+            "deep.yml:1:513: nested more than 128 levels deep",
+        ),
+        ("deep-list.yml", "deep-list.yml:"),
+        ("bomb.yml", "bomb.yml:"),
+        ("utf8.yml", "utf8.yml:1:"),
+    ] {
+        let want = format!("{}/sd/{message}", dir.root());
+        poll_until(Duration::from_secs(10), file, || {
+            bridge.log().contains(&want).then_some(())
+        });
+    }
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bridge.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    eprintln!("peak RSS {peak_kib} KiB");
+    // Generous: it measured 49 MiB; a bomb expanded would be GiBs.
+    assert!(peak_kib < 512 * 1024, "peak RSS {peak_kib} KiB");
+}

@@ -269,8 +269,8 @@ impl HttpClient {
 }
 
 /// Decodes a gzip body, refusing one that inflates beyond `max` (a gzip
-/// bomb is a few kilobytes).
-fn gunzip(body: &[u8], max: usize) -> Result<Bytes, FetchError> {
+/// bomb is a few kilobytes). Public for the fuzz targets.
+pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, FetchError> {
     let mut out = Vec::new();
     let read = flate2::read::GzDecoder::new(body)
         .take(max as u64 + 1)

@@ -244,25 +244,14 @@ impl Client {
         let answer: Answer<serde_json::Value> = self
             .get("agent_self", "/v1/agent/self", Vec::new(), None, None)
             .await?;
-        match answer.body.get("Config").and_then(|c| c.get("Datacenter")) {
-            Some(serde_json::Value::String(dc)) => Ok(dc.clone()),
-            other => Err(ConsulError::Decode {
-                endpoint: "agent_self",
-                message: format!(
-                    "invalid value '{}' for Config.Datacenter",
-                    other
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| "<nil>".into())
-                ),
-            }),
-        }
+        datacenter_of(&answer.body)
     }
 
     /// Blocking `GET /v1/catalog/services` (with `filter`).
     pub async fn catalog_services(
         &self,
         index: u64,
-    ) -> Result<Answer<std::collections::BTreeMap<String, Option<Vec<String>>>>, ConsulError> {
+    ) -> Result<Answer<CatalogServices>, ConsulError> {
         let mut params = self.base_params();
         if !self.config.filter.is_empty() {
             params.push(("filter", self.config.filter.clone()));
@@ -441,10 +430,7 @@ impl Client {
                 })
             }
         };
-        let body = serde_json::from_slice(&body).map_err(|e| ConsulError::Decode {
-            endpoint,
-            message: format!("invalid JSON: {e}"),
-        })?;
+        let body = decode(endpoint, &body)?;
         Ok(Answer { index, body })
     }
 
@@ -468,6 +454,35 @@ impl Client {
         if let Some(m) = &self.metrics {
             m.consul_request(endpoint, code, started.elapsed());
         }
+    }
+}
+
+/// `/v1/catalog/services`: service names to their tags (`null` tags are
+/// none).
+pub type CatalogServices = std::collections::BTreeMap<String, Option<Vec<String>>>;
+
+/// Decodes the body of a `200` answer from `endpoint`. Public for the fuzz
+/// targets.
+pub fn decode<T: DeserializeOwned>(endpoint: &'static str, body: &[u8]) -> Result<T, ConsulError> {
+    serde_json::from_slice(body).map_err(|e| ConsulError::Decode {
+        endpoint,
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// `Config.Datacenter` of a `/v1/agent/self` answer, which must be a string.
+pub fn datacenter_of(agent_self: &serde_json::Value) -> Result<String, ConsulError> {
+    match agent_self.get("Config").and_then(|c| c.get("Datacenter")) {
+        Some(serde_json::Value::String(dc)) => Ok(dc.clone()),
+        other => Err(ConsulError::Decode {
+            endpoint: "agent_self",
+            message: format!(
+                "invalid value '{}' for Config.Datacenter",
+                other
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "<nil>".into())
+            ),
+        }),
     }
 }
 

@@ -1,0 +1,58 @@
+//! What the targets share: the check that groups, served as sdbridge
+//! serves them, parse back to the same groups.
+
+// Not every target uses every helper.
+#![allow(dead_code)]
+
+use sdbridge::merge::render;
+use sdbridge::source::file::parse::parse_file;
+use sdbridge::source::file::FILEPATH_LABEL;
+use sdbridge::source::http_sd::{self, URL_LABEL};
+use sdbridge::targetgroup::{is_valid_label_name, EscapedJob, Fragment, TargetGroup, JOB_LABEL};
+
+/// A job name that needs JSON escaping and is not ASCII.
+pub const JOB: &str = "fuzz \"job\"\\ 서비스";
+/// Where the round-tripped body claims to come from.
+const URL: &str = "http://127.0.0.1:9412/http_sd/fuzz";
+/// The file the round-tripped body is read back as.
+const SERVED_FILE: &str = "/sd/served.json";
+
+/// `groups` with `label` set to `value` on each, as a reader adds it, and
+/// the job label the served body carries.
+fn expected(groups: &[TargetGroup], label: &str, value: &str) -> Vec<TargetGroup> {
+    groups
+        .iter()
+        .cloned()
+        .map(|mut g| {
+            g.labels.0.insert(JOB_LABEL.to_string(), JOB.to_string());
+            g.labels.0.insert(label.to_string(), value.to_string());
+            g
+        })
+        .collect()
+}
+
+/// Serializes `groups` as a source does, renders the body a job serves,
+/// and reads it back both as Prometheus's HTTP SD reader and as a file_sd
+/// JSON file: both must give the same groups (plus the job label and the
+/// reader's own label), and every label name must be valid.
+pub fn assert_round_trip(groups: &[TargetGroup]) {
+    let fragment = Fragment::new(groups);
+    assert_eq!(fragment.groups(), groups.len());
+    let rendered = render(std::iter::once(&fragment), &EscapedJob::new(JOB), None);
+    let body = &rendered.body;
+    let back = http_sd::parse(URL, body)
+        .unwrap_or_else(|e| panic!("served body does not parse as HTTP SD: {e}: {body:?}"));
+    assert_eq!(back, expected(groups, URL_LABEL, URL), "http_sd: {body:?}");
+    let back = parse_file(SERVED_FILE, body)
+        .unwrap_or_else(|e| panic!("served body does not parse as file_sd: {e}: {body:?}"));
+    assert_eq!(
+        back,
+        expected(groups, FILEPATH_LABEL, SERVED_FILE),
+        "file_sd: {body:?}"
+    );
+    for g in &back {
+        for name in g.labels.0.keys() {
+            assert!(is_valid_label_name(name), "{name:?}");
+        }
+    }
+}

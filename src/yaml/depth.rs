@@ -1,0 +1,129 @@
+//! A bound on flow nesting (`[[[[...`, `{a: {a: ...`), checked before the
+//! YAML parser sees the text: the parser's scanner does work proportional
+//! to the flow depth for every token, so 400 KB of `{a: ` took 141 s of CPU
+//! (found while fuzzing, issue 10), and the 64 MiB a file may hold would
+//! take hours. The deserializer refuses documents nested deeper than 128
+//! levels anyway, and nothing sdbridge reads needs more than a handful, so
+//! refusing deeper flow nesting up front changes no outcome, only its cost.
+//!
+//! The scan is approximate where that is safe: it skips comments and quoted
+//! scalars, counts a `[` or `{` in block context only at the start of a
+//! token, and stops where the first document ends (later ones are ignored,
+//! as Prometheus ignores them). Brackets inside block scalars are counted;
+//! a document would need more than [`MAX_DEPTH`] of them unclosed to be
+//! refused.
+
+/// Deepest flow nesting accepted: the deserializer's own recursion limit.
+pub const MAX_DEPTH: usize = 128;
+
+/// The 1-based line and column where flow nesting first goes deeper than
+/// [`MAX_DEPTH`], if it does.
+pub fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
+    let mut seen_content = false;
+    let mut i = 0;
+    // The byte before the current one, as far as token starts go.
+    let mut prev = b'\n';
+    while i < bytes.len() {
+        let b = bytes[i];
+        if i == line_start {
+            let rest = &bytes[i..];
+            let marker = |m: &[u8]| {
+                rest.starts_with(m)
+                    && rest
+                        .get(3)
+                        .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+            };
+            if marker(b"...") || (marker(b"---") && seen_content) {
+                return None;
+            }
+        }
+        match b {
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+            }
+            b'#' if matches!(prev, b' ' | b'\t' | b'\n' | b'\r') => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' | b'\'' if starts_token(prev, depth) => {
+                // A quoted scalar: skip to its closing quote ('' and \"
+                // do not close).
+                let quote = b;
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' if quote == b'"' => i += 1,
+                        b'\'' if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                        c if c == quote => break,
+                        b'\n' => {
+                            line += 1;
+                            line_start = i + 1;
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                seen_content = true;
+            }
+            b'[' | b'{' if depth > 0 || starts_token(prev, depth) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let column = text[line_start..i].chars().count() + 1;
+                    return Some((line, column));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'#') {
+            seen_content = true;
+        }
+        prev = bytes.get(i).copied().unwrap_or(b'\n');
+        i += 1;
+    }
+    None
+}
+
+/// Whether a byte after `prev` begins a token (where an indicator counts).
+fn starts_token(prev: u8, depth: usize) -> bool {
+    matches!(prev, b' ' | b'\t' | b'\r' | b'\n' | b'-' | b'?' | b':')
+        || (depth > 0 && matches!(prev, b'[' | b'{' | b','))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10 (fuzzing): deep flow nesting made the YAML scanner
+    /// quadratic; it is refused before parsing, with its place.
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        assert_eq!(too_deep(&"{a: ".repeat(100_000)), Some((1, 4 * 128 + 1)));
+        assert_eq!(too_deep(&"[".repeat(1_000_000)), Some((1, 129)));
+        let nested = format!("- targets: []\n  labels: {}", "[".repeat(200));
+        assert_eq!(too_deep(&nested), Some((2, 11 + 128)));
+        // At the limit: left to the parser.
+        assert_eq!(too_deep(&"[".repeat(MAX_DEPTH)), None);
+    }
+
+    #[test]
+    fn brackets_that_nest_nothing_are_not_counted() {
+        let quoted = "- targets: ['[[[[', \"{{{{\\\"[[\"]\n";
+        let many = quoted.repeat(100);
+        assert_eq!(too_deep(&many), None);
+        let comments = "# [[[[[[[[[[\nx: 1 # {{{{{{{{\n".repeat(100);
+        assert_eq!(too_deep(&comments), None);
+        let plain = "query: SELECT a[1 FROM t\n".repeat(200);
+        assert_eq!(too_deep(&plain), None);
+        let closed = "a: [[[[]]]]\n".repeat(1000);
+        assert_eq!(too_deep(&closed), None);
+        // Later documents are not read.
+        assert_eq!(too_deep(&format!("- a\n---\n{}", "[".repeat(500))), None);
+        assert_eq!(too_deep(&format!("- a\n...\n{}", "[".repeat(500))), None);
+        assert!(too_deep(&format!("---\n{}", "[".repeat(500))).is_some());
+    }
+}
