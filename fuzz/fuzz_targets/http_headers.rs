@@ -50,6 +50,7 @@ fn state() -> &'static AppState {
             ready: true,
             rendered: rendered.clone(),
             sources: Vec::new(),
+            from_state: false,
         };
         let snapshot = Snapshot {
             jobs: vec![job],
@@ -62,6 +63,7 @@ fn state() -> &'static AppState {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             metrics: Arc::new(Metrics::new()),
             reload: None,
+            web: ArcSwap::from_pointee(sdbridge::web::Web::open()),
         }
     })
 }
