@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SourceStatus};
 
 /// HTML-escapes text and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -18,6 +18,15 @@ pub(crate) fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
         Some(d) => format!("{}s ago", d.as_secs()),
         None => "never".to_string(),
+    }
+}
+
+/// A source's state for people, and its CSS class.
+pub(crate) fn state(source: &SourceStatus) -> (&'static str, &'static str) {
+    match (&source.problem, source.synced) {
+        (_, false) => ("bad", "syncing"),
+        (Some(_), true) => ("bad", "error (serving last good)"),
+        (None, true) => ("ok", "synced"),
     }
 }
 
@@ -57,11 +66,7 @@ pub fn page(snapshot: &Snapshot) -> String {
             );
         }
         for source in &job.sources {
-            let (class, state) = match (&source.problem, source.synced) {
-                (_, false) => ("bad", "syncing"),
-                (Some(_), true) => ("bad", "error (serving last good)"),
-                (None, true) => ("ok", "synced"),
-            };
+            let (class, state) = state(source);
             let _ = write!(
                 html,
                 "<tr><td>{link}</td><td>{}<br><small>{}</small></td><td class=\"{class}\">{state}</td>\

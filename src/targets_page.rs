@@ -17,7 +17,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 
 use crate::snapshot::{JobSnapshot, SourceStatus};
-use crate::status::{ago, escape};
+use crate::status::{ago, escape, state};
 
 /// Targets shown per page.
 pub const PAGE_SIZE: usize = 100;
@@ -80,14 +80,6 @@ fn sources_of(job: &JobSnapshot, groups: usize) -> Option<Vec<&SourceStatus>> {
             .flat_map(|s| std::iter::repeat_n(s, s.groups))
             .collect()
     })
-}
-
-fn state(source: &SourceStatus) -> (&'static str, &'static str) {
-    match (&source.problem, source.synced) {
-        (_, false) => ("bad", "syncing"),
-        (Some(_), true) => ("bad", "error (serving last good)"),
-        (None, true) => ("ok", "synced"),
-    }
 }
 
 /// Renders the page of `job` that `view` asks for.

@@ -177,8 +177,8 @@ impl Auth {
 
     async fn basic(&self, user: &str, password: &[u8]) -> bool {
         let (known, hash) = match self.users.get(user) {
-            Some(hash) => (true, hash.clone()),
-            None => (false, UNKNOWN_USER_HASH.to_string()),
+            Some(hash) => (true, hash.as_str()),
+            None => (false, UNKNOWN_USER_HASH),
         };
         let key = sha256(&[user.as_bytes(), hash.as_bytes(), password]);
         if let Some(&ok) = self.cached().get(&key) {
@@ -192,7 +192,8 @@ impl Auth {
         if let Some(&ok) = self.cached().get(&key) {
             return ok && known;
         }
-        let password = password.to_vec();
+        // Copied only for a check that misses the cache.
+        let (password, hash) = (password.to_vec(), hash.to_string());
         let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
