@@ -87,14 +87,14 @@ impl Document {
     /// byte-order mark, or UTF-16 with one); later documents are not read,
     /// as in yaml.v2. An empty stream is a null document.
     pub fn parse(input: &[u8]) -> Result<Document, YamlError> {
-        // The scanner's work per token grows with the flow depth: refuse
-        // what no config needs before it is scanned (found by fuzzing).
-        if let Some((line, column)) = depth::too_deep(&String::from_utf8_lossy(input)) {
-            let message = format!("nested more than {} levels deep", depth::MAX_DEPTH);
+        // The scanner's work per token grows with the flow depth, and
+        // libyaml-safer panics on a tag before a flow comma: refuse both
+        // before scanning (found by fuzzing).
+        if let Some((line, column, refusal)) = depth::refused(&String::from_utf8_lossy(input)) {
             return Err(YamlError {
                 line,
                 column,
-                message,
+                message: refusal.message(),
             });
         }
         tree::compose(input).map(|root| Document { root })

@@ -16,9 +16,42 @@
 /// Deepest flow nesting accepted: the deserializer's own recursion limit.
 pub const MAX_DEPTH: usize = 128;
 
+/// What [`refused`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Flow nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// A tag directly followed by `,` in a flow collection (`[!a, b]`):
+    /// libyaml-safer 0.3 panics on it (`panic!("TODO")` in `scan_tag`,
+    /// found by fuzzing), so it is refused before parsing.
+    TagThenComma,
+}
+
+impl Refusal {
+    /// The error message.
+    pub fn message(self) -> String {
+        match self {
+            Refusal::TooDeep => format!("nested more than {MAX_DEPTH} levels deep"),
+            Refusal::TagThenComma => {
+                "a tag directly followed by ',' in a flow collection is not supported; put a space or a value after the tag".to_string()
+            }
+        }
+    }
+}
+
 /// The 1-based line and column where flow nesting first goes deeper than
-/// [`MAX_DEPTH`], if it does.
-pub fn too_deep(text: &str) -> Option<(usize, usize)> {
+/// [`MAX_DEPTH`], if it does (what the depth tests look at).
+#[cfg(test)]
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    refused(text)
+        .filter(|r| r.2 == Refusal::TooDeep)
+        .map(|(line, column, _)| (line, column))
+}
+
+/// The first place, 1-based line and column, of what the parser must not
+/// be given: flow nesting deeper than [`MAX_DEPTH`], or a tag directly
+/// followed by `,` in a flow collection.
+pub fn refused(text: &str) -> Option<(usize, usize, Refusal)> {
     let bytes = text.as_bytes();
     let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
     let mut seen_content = false;
@@ -73,7 +106,17 @@ pub fn too_deep(text: &str) -> Option<(usize, usize)> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     let column = text[line_start..i].chars().count() + 1;
-                    return Some((line, column));
+                    return Some((line, column, Refusal::TooDeep));
+                }
+            }
+            b'!' if depth > 0 && starts_token(prev, depth) => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b','))
+                    .map_or(bytes.len(), |n| i + n);
+                if bytes.get(end) == Some(&b',') {
+                    let column = text[line_start..i].chars().count() + 1;
+                    return Some((line, column, Refusal::TagThenComma));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -123,6 +166,20 @@ mod tests {
         assert_eq!(too_deep(&closed), None);
         // Later documents are not read.
         assert_eq!(too_deep(&format!("- a\n---\n{}", "[".repeat(500))), None);
+    }
+
+    /// libyaml-safer 0.3 panics on a tag directly followed by `,` in a
+    /// flow collection (found by the fuzz smoke in CI).
+    #[test]
+    fn a_tag_directly_before_a_comma_in_flow_is_refused() {
+        assert_eq!(refused("a: [!x, b]"), Some((1, 5, Refusal::TagThenComma)));
+        assert_eq!(
+            refused("a: {k: !!str,}"),
+            Some((1, 8, Refusal::TagThenComma))
+        );
+        assert_eq!(refused("a: [!x b, c]"), None);
+        assert_eq!(refused("a: !x,b"), None);
+        assert_eq!(refused("a: ['!x,']"), None);
         assert_eq!(too_deep(&format!("- a\n...\n{}", "[".repeat(500))), None);
         assert!(too_deep(&format!("---\n{}", "[".repeat(500))).is_some());
     }
