@@ -72,7 +72,7 @@ pub fn placeholder() -> Snapshot {
     Snapshot {
         jobs: Vec::new(),
         by_name: Default::default(),
-        all: crate::snapshot::Rendered::new(Bytes::from_static(b"[]"), 0, 0, None),
+        all: crate::merge::render(std::iter::empty(), &Bytes::new(), None),
         all_ready: false,
         generation: 0,
     }
@@ -472,7 +472,7 @@ pub async fn dump(
             None => snapshot.all_ready.then_some(&snapshot.all),
         };
         if let Some(rendered) = rendered {
-            break rendered.body.clone();
+            break rendered.body.to_bytes();
         }
     };
     sources.stop();

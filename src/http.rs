@@ -14,7 +14,6 @@ use http::header::{
     LAST_MODIFIED, RETRY_AFTER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::chain::ChainBody;
 use crate::metrics::Metrics;
 use crate::shard::Shard;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
@@ -166,7 +166,7 @@ pub async fn run(
 
 /// Answers one request: `/-/reload` waits for the daemon, everything else
 /// is answered from the snapshot without awaiting anything.
-async fn respond(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(state: &AppState, req: Request<Incoming>) -> Response<ChainBody> {
     let web = state.web.load_full();
     let mut response = match &web.auth {
         Some(auth) if !web::is_open_path(req.uri().path()) && !auth.allows(req.headers()).await => {
@@ -193,7 +193,7 @@ fn unauthorized<B>(
     state: &AppState,
     req: &Request<B>,
     auth: &web::auth::Auth,
-) -> Response<Full<Bytes>> {
+) -> Response<ChainBody> {
     let path = req.uri().path();
     let metric_path = if path == "/-/reload" {
         path.to_string()
@@ -210,7 +210,7 @@ fn unauthorized<B>(
     response
 }
 
-async fn reload(state: &AppState, method: &Method) -> Response<Full<Bytes>> {
+async fn reload(state: &AppState, method: &Method) -> Response<ChainBody> {
     if method != Method::POST && method != Method::PUT {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST to reload");
         response
@@ -240,7 +240,7 @@ async fn reload(state: &AppState, method: &Method) -> Response<Full<Bytes>> {
 }
 
 /// Answers one request from the current snapshot.
-pub fn handle<B>(state: &AppState, req: &Request<B>) -> Response<Full<Bytes>> {
+pub fn handle<B>(state: &AppState, req: &Request<B>) -> Response<ChainBody> {
     let snapshot = state.snapshot.load();
     let (metric_path, response) = route(&snapshot, state, req);
     state
@@ -305,7 +305,7 @@ fn route<B>(
     snapshot: &Snapshot,
     state: &AppState,
     req: &Request<B>,
-) -> (String, Response<Full<Bytes>>) {
+) -> (String, Response<ChainBody>) {
     let target = Target::of(snapshot, req.uri().path());
     let shard = match Shard::from_query(req.uri().query()) {
         Ok(shard) => shard,
@@ -419,7 +419,7 @@ fn serve_sd(
     shard: Option<Shard>,
     ready: bool,
     why_not_ready: impl FnOnce() -> String,
-) -> Response<Full<Bytes>> {
+) -> Response<ChainBody> {
     if !ready {
         // Never an empty list while starting: Prometheus keeps its previous
         // targets on a non-200 answer.
@@ -460,13 +460,13 @@ fn serve_sd(
         .header(LAST_MODIFIED, rendered.last_modified_header.clone())
         .header(VARY, HeaderValue::from_static("Accept-Encoding"));
     if status == StatusCode::NOT_MODIFIED {
-        return builder.body(Full::new(Bytes::new())).unwrap_or_default();
+        return builder.body(ChainBody::empty()).unwrap_or_default();
     }
     builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if gzip {
         builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    builder.body(Full::new(body)).unwrap_or_default()
+    builder.body(body.body()).unwrap_or_default()
 }
 
 /// Whether the client accepts gzip (`Accept-Encoding`, q-values honoured,
@@ -524,16 +524,16 @@ pub fn not_modified(headers: &HeaderMap, etag: &HeaderValue, last_modified: Syst
         .is_some_and(|since| last_modified <= since)
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ChainBody> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, content_type)
-        .body(Full::new(body))
+        .body(ChainBody::from(body))
         .unwrap_or_default()
 }
 
 /// A JSON error body: `{"error": "..."}`.
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: &str) -> Response<ChainBody> {
     let body = serde_json::json!({ "status": "error", "error": message }).to_string();
     text(status, "application/json", body.into())
 }

@@ -10,18 +10,21 @@
 //!   [`source::file`], [`source::consul`], [`source::http_sd`]); one tokio
 //!   task per configured source, run under [`source::supervise`] (a task
 //!   that ends or panics is reported and restarted), sends
-//!   full-replacement [`source::Update`]s of parts it has serialized once,
-//!   job-free ([`targetgroup::Fragment`]). Polling sources share
+//!   full-replacement [`source::Update`]s of parts it has serialized once
+//!   ([`targetgroup::Fragment`]: with the job's name, or job-free for
+//!   Consul's watcher, which jobs share). Polling sources share
 //!   [`source::refresh`].
 //! - [`http_client`]: what HTTP-speaking sources share: client settings,
 //!   the connector, per-server connection slots, one GET.
 //! - [`daemon`]: the [`daemon::Runtime`] of running sources, kept across
 //!   reloads (unchanged sources keep running), `serve` and `dump`.
 //! - [`merge`]: the one merger (a thread of its own) owning all parts;
-//!   reconfigured by a [`merge::Layout`], it splices job names into the
-//!   changed jobs' bodies (no JSON work) and publishes a
+//!   reconfigured by a [`merge::Layout`], it chains the changed jobs'
+//!   fragments into bodies (no JSON work, no copy) and publishes a
 //!   [`snapshot::Snapshot`] through `ArcSwap`; one gzip thread follows.
-//! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags;
+//! - [`snapshot`]: pre-serialized, pre-gzipped bodies with ETags, held as
+//!   a [`chain::Chain`] of their parts' bytes; [`gzip`]: their gzip, made
+//!   of each part's own deflate segment, so a change deflates one part;
 //!   [`shard`]: their `?shard=I&of=N` cuts, built once per body and modulus.
 //! - [`http`]: hyper handlers answering from the snapshot: one load, no
 //!   lock, no JSON work, no body copy.
@@ -41,11 +44,13 @@
 //!   [`size`]: Prometheus's size syntax (`limits.max_input_size`).
 
 pub mod backoff;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod gopath;
+pub mod gzip;
 pub mod http;
 pub mod http_client;
 pub mod merge;

@@ -16,15 +16,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::snapshot::{JobSnapshot, Rendered, Snapshot, SourceStatus};
+use crate::snapshot::{JobSnapshot, Piece, Rendered, Snapshot, SourceStatus};
 use crate::source::{self, Change, Part, SlotId, Update};
 use crate::state::{self, Loaded, Persistence, Writer};
-use crate::targetgroup::{EscapedJob, Fragment};
+use crate::targetgroup::{escape_job, Fragment};
 
 /// Most updates applied before one publish, so a burst is coalesced but a
 /// flood cannot starve publishing.
@@ -127,8 +127,8 @@ struct SourceState {
 #[derive(Debug)]
 struct JobState {
     name: String,
-    /// The name as spliced into fragments.
-    escaped: EscapedJob,
+    /// The name as spliced into job-free fragments.
+    escaped: Bytes,
     sources: Vec<SourceState>,
     rendered: Arc<Rendered>,
     /// After a reload: the body the job served before, kept serving (ready)
@@ -199,8 +199,8 @@ pub struct Merger {
     restored: Vec<Arc<Rendered>>,
 }
 
-fn empty_body() -> Bytes {
-    Bytes::from_static(b"[]")
+fn empty_body() -> Arc<Rendered> {
+    render(std::iter::empty(), &Bytes::new(), None)
 }
 
 impl Merger {
@@ -220,7 +220,7 @@ impl Merger {
         Merger {
             jobs: Vec::new(),
             slots: HashMap::new(),
-            all: Rendered::new(empty_body(), 0, 0, None),
+            all: empty_body(),
             all_parts: Vec::new(),
             publisher,
             metrics,
@@ -276,7 +276,7 @@ impl Merger {
             }
         }
         let mut loaded = self.loaded.take().unwrap_or_default();
-        let empty = Rendered::new(empty_body(), 0, 0, None);
+        let empty = empty_body();
         for job in &layout.jobs {
             let sources = job
                 .sources
@@ -302,7 +302,7 @@ impl Merger {
             let previous = old_jobs.remove(&job.name);
             let mut state = JobState {
                 name: job.name.clone(),
-                escaped: EscapedJob::new(&job.name),
+                escaped: escape_job(&job.name),
                 sources,
                 rendered: previous
                     .as_ref()
@@ -410,12 +410,12 @@ impl Merger {
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
-            let mut rendered = render(fragments.map(|f| &**f), &job.escaped, Some(&job.rendered));
+            let mut rendered = render(fragments, &job.escaped, Some(&job.rendered));
             if job.synced() {
                 if let Some(held) = job.held.take() {
                     // Synced to what was held (a restart or reload that
                     // changed nothing): keep its Last-Modified and gzip.
-                    if held.body == rendered.body {
+                    if held.etag == rendered.etag {
                         rendered = held;
                     }
                 }
@@ -470,11 +470,7 @@ impl Merger {
             }
             self.all_parts = parts;
         } else if !same_parts || self.generation == 0 {
-            let inner: Vec<Fragment> = parts
-                .iter()
-                .map(|r| Fragment::verbatim(inner_of(&r.body), r.groups, r.targets))
-                .collect();
-            let all = render(inner.iter(), &EscapedJob::default(), Some(&self.all));
+            let all = concat(&parts, Some(&self.all));
             if !Arc::ptr_eq(&all, &self.all) || self.generation == 0 {
                 fresh.push(all.clone());
             }
@@ -616,35 +612,60 @@ fn insert_parts(parts: &mut BTreeMap<String, Arc<Fragment>>, new: Vec<Part>) {
     }
 }
 
-/// The body of a JSON array without its brackets.
-fn inner_of(body: &Bytes) -> Bytes {
-    body.slice(1..body.len().saturating_sub(1).max(1))
-}
-
-/// Concatenates `fragments`, served under `job`, into a JSON array: the
-/// body a job (or `/http_sd`) serves. Public for the fuzz targets, which
-/// check that served bodies parse back to the groups they were built from.
+/// Chains `fragments` into a JSON array: the body a job serves. No bytes
+/// are copied; the chain shares the fragments' bytes. Public for the fuzz
+/// targets, which check that served bodies parse back to the groups they
+/// were built from.
 pub fn render<'a>(
-    fragments: impl Iterator<Item = &'a Fragment> + Clone,
-    job: &EscapedJob,
+    fragments: impl Iterator<Item = &'a Arc<Fragment>>,
+    job: &Bytes,
     previous: Option<&Arc<Rendered>>,
 ) -> Arc<Rendered> {
-    let len: usize = fragments.clone().map(|f| f.len_for(job.len()) + 1).sum();
-    let mut body = BytesMut::with_capacity(len + 2);
-    body.extend_from_slice(b"[");
+    let mut pieces = vec![Piece::Open];
     let (mut groups, mut targets) = (0, 0);
-    let mut first = true;
     for fragment in fragments.filter(|f| !f.is_empty()) {
-        if !first {
-            body.extend_from_slice(b",");
-        }
-        first = false;
-        fragment.write_for(&mut body, job);
+        pieces.push(Piece::Part {
+            fragment: fragment.clone(),
+            first: pieces.len() == 1,
+            job: job.clone(),
+        });
         groups += fragment.groups();
         targets += fragment.targets();
     }
-    body.extend_from_slice(b"]");
-    Rendered::new(body.freeze(), groups, targets, previous)
+    pieces.push(Piece::Close);
+    Rendered::new(pieces, groups, targets, previous)
+}
+
+/// The groups of every body of `jobs`, in order, as one JSON array (the
+/// all-jobs body), sharing their bytes.
+fn concat(jobs: &[Arc<Rendered>], previous: Option<&Arc<Rendered>>) -> Arc<Rendered> {
+    let mut pieces = vec![Piece::Open];
+    for job in jobs {
+        let inner = job.pieces.get(1..job.pieces.len().saturating_sub(1));
+        for piece in inner.unwrap_or_default() {
+            let first = pieces.len() == 1;
+            match piece {
+                // A part first in its job follows the groups before it.
+                Piece::Part { fragment, job, .. } => pieces.push(Piece::Part {
+                    fragment: fragment.clone(),
+                    first,
+                    job: job.clone(),
+                }),
+                Piece::Raw(raw) => {
+                    if !first {
+                        pieces.push(Piece::Comma);
+                    }
+                    pieces.push(Piece::Raw(raw.clone()));
+                }
+                Piece::Comma if first => {}
+                other => pieces.push(other.clone()),
+            }
+        }
+    }
+    pieces.push(Piece::Close);
+    let groups = jobs.iter().map(|j| j.groups).sum();
+    let targets = jobs.iter().map(|j| j.targets).sum();
+    Rendered::new(pieces, groups, targets, previous)
 }
 
 #[cfg(test)]
@@ -672,7 +693,7 @@ mod tests {
     }
 
     fn part(key: &str, target: &str) -> Part {
-        Part::new(key, &[TargetGroup::new([target], LabelSet::default())])
+        Part::new(key, &[TargetGroup::new([target], LabelSet::default())], "a")
     }
 
     fn update(index: usize, change: Change, problem: Option<&str>) -> Update {
@@ -685,8 +706,8 @@ mod tests {
         }
     }
 
-    fn targets(body: &[u8]) -> Vec<String> {
-        let groups: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+    fn targets(body: &crate::chain::Chain) -> Vec<String> {
+        let groups: Vec<serde_json::Value> = serde_json::from_slice(&body.to_bytes()).unwrap();
         groups
             .iter()
             .flat_map(|g| g["targets"].as_array().unwrap().clone())
@@ -868,9 +889,9 @@ mod tests {
         };
         // What the job served before the restart: 127.0.0.1:9 from its file.
         let fragment = part("/sd/a.json", "127.0.0.1:9").fragment;
-        let body = render(std::iter::once(&*fragment), &EscapedJob::new("a"), None)
+        let body = render(std::iter::once(&fragment), &Bytes::new(), None)
             .body
-            .clone();
+            .to_bytes();
         let persisted = state::Persisted {
             job: "a".into(),
             key,
@@ -940,7 +961,7 @@ mod tests {
         writer.close();
         let file = std::fs::read(dir.path().join(state::file_name("a"))).unwrap();
         assert!(
-            file.ends_with(&a.rendered.body),
+            file.ends_with(&a.rendered.body.to_bytes()),
             "the live body is persisted"
         );
     }

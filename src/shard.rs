@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::snapshot::Rendered;
+use crate::snapshot::{Piece, Rendered};
 
 /// Largest `of` accepted (CONTRACT section 4).
 pub const MAX_MODULUS: u64 = 1024;
@@ -139,30 +139,43 @@ struct GroupOut<'a> {
 /// All `modulus` shards of `parent`'s body. Labels are copied byte for
 /// byte; groups left without targets are omitted.
 fn split(parent: &Rendered, modulus: u64) -> Vec<Arc<Rendered>> {
-    // The body is ours, serialized by the merger; it always parses.
-    let groups: Vec<GroupIn<'_>> = serde_json::from_slice(&parent.body).unwrap_or_default();
     let mut bodies: Vec<(Vec<u8>, usize, usize)> =
         (0..modulus).map(|_| (b"[".to_vec(), 0, 0)).collect();
-    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); modulus as usize];
-    for group in &groups {
-        for target in &group.targets {
-            by_shard[hashmod(target, modulus) as usize].push(target);
-        }
-        for (targets, (body, groups, count)) in by_shard.iter_mut().zip(&mut bodies) {
-            if targets.is_empty() {
-                continue;
+    // One piece at a time, so only a part's groups are parsed at once.
+    let mut array = Vec::new();
+    for piece in &parent.pieces {
+        let groups = match piece {
+            Piece::Part { fragment, job, .. } => fragment.served_joined(true, job),
+            Piece::Raw(raw) => raw.clone(),
+            Piece::Open | Piece::Comma | Piece::Close => continue,
+        };
+        array.clear();
+        array.push(b'[');
+        array.extend_from_slice(&groups);
+        array.push(b']');
+        // The pieces are ours, serialized by a source; they always parse.
+        let groups: Vec<GroupIn<'_>> = serde_json::from_slice(&array).unwrap_or_default();
+        let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); modulus as usize];
+        for group in &groups {
+            for target in &group.targets {
+                by_shard[hashmod(target, modulus) as usize].push(target);
             }
-            if *groups > 0 {
-                body.push(b',');
+            for (targets, (body, groups, count)) in by_shard.iter_mut().zip(&mut bodies) {
+                if targets.is_empty() {
+                    continue;
+                }
+                if *groups > 0 {
+                    body.push(b',');
+                }
+                *groups += 1;
+                *count += targets.len();
+                let out = GroupOut {
+                    targets: std::mem::take(targets),
+                    labels: group.labels,
+                };
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *body, &out);
             }
-            *groups += 1;
-            *count += targets.len();
-            let out = GroupOut {
-                targets: std::mem::take(targets),
-                labels: group.labels,
-            };
-            // Writing into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *body, &out);
         }
     }
     bodies
@@ -222,7 +235,7 @@ mod tests {
     }
 
     fn rendered(body: &str) -> Arc<Rendered> {
-        Rendered::new(Bytes::from(body.to_string()), 0, 0, None)
+        Rendered::restored(Bytes::from(body.to_string()), 0, 0, std::time::UNIX_EPOCH)
     }
 
     #[test]
@@ -242,9 +255,10 @@ mod tests {
         let mut seen = Vec::new();
         for index in 0..7 {
             let shard = shards.get(&parent, Shard { index, modulus: 7 });
-            let groups: Vec<serde_json::Value> = serde_json::from_slice(&shard.body).unwrap();
+            let bytes = shard.body.to_bytes();
+            let groups: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
             assert!(
-                !String::from_utf8_lossy(&shard.body).contains("\\u"),
+                !String::from_utf8_lossy(&bytes).contains("\\u"),
                 "labels are copied verbatim"
             );
             let mut count = 0;
@@ -276,7 +290,7 @@ mod tests {
             },
         );
         let without_empty = body.replace(r#",{"targets":[],"labels":{"empty":"x"}}"#, "");
-        assert_eq!(whole.body, without_empty.as_bytes());
+        assert_eq!(whole.body.to_bytes(), without_empty.as_bytes());
     }
 
     #[test]

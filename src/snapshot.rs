@@ -2,25 +2,91 @@
 //! pre-gzipped and tagged, swapped in whole through `ArcSwap` by the merger.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use http::HeaderValue;
+
+use crate::chain::Chain;
+use crate::gzip;
+use crate::targetgroup::Fragment;
+
+/// What a body is made of: enough to give its bytes ([`Rendered::body`])
+/// and its gzip, whose segments the fragments keep.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// `[`.
+    Open,
+    /// `,` before a [`Piece::Raw`] that follows other groups.
+    Comma,
+    /// `]`.
+    Close,
+    /// A part's groups, served under the escaped job name (spliced in if
+    /// the fragment is job-free); `first` leaves out its leading comma.
+    Part {
+        /// The groups.
+        fragment: Arc<Fragment>,
+        /// Whether it comes first in its body.
+        first: bool,
+        /// The job's name, escaped ([`crate::targetgroup::escape_job`]).
+        job: Bytes,
+    },
+    /// Groups serialized elsewhere (read back from `state_dir`, cut into a
+    /// shard), without brackets.
+    Raw(Bytes),
+}
+
+impl Piece {
+    fn served(&self, out: &mut Vec<Bytes>) {
+        match self {
+            Piece::Open => out.push(gzip::OPEN.0.clone()),
+            Piece::Comma => out.push(gzip::COMMA.0.clone()),
+            Piece::Close => out.push(gzip::CLOSE.0.clone()),
+            Piece::Part {
+                fragment,
+                first,
+                job,
+            } => fragment.served(*first, job, out),
+            Piece::Raw(b) => out.push(b.clone()),
+        }
+    }
+
+    fn deflated(&self) -> Bytes {
+        match self {
+            Piece::Open => gzip::OPEN.1.clone(),
+            Piece::Comma => gzip::COMMA.1.clone(),
+            Piece::Close => gzip::CLOSE.1.clone(),
+            Piece::Part {
+                fragment,
+                first,
+                job,
+            } => fragment.deflated(*first, job),
+            Piece::Raw(b) => gzip::segment(b),
+        }
+    }
+
+    fn chain(pieces: &[Piece]) -> Chain {
+        let mut segments = Vec::with_capacity(pieces.len() + 2);
+        for piece in pieces {
+            piece.served(&mut segments);
+        }
+        Chain::new(segments)
+    }
+}
 
 /// One servable body and its validators. Built once per content change,
 /// never per request.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// The JSON array.
-    pub body: Bytes,
-    /// `body`, gzip-compressed once, off the publish path (see
+    /// The JSON array, as the chain of its parts' bytes.
+    pub body: Chain,
+    /// What `body` is made of: `Open`, the groups, `Close`.
+    pub pieces: Vec<Piece>,
+    /// `body` gzip-compressed, once, off the publish path (see
     /// [`Rendered::compress`]); until then gzip clients get identity, which
     /// `Accept-Encoding` allows.
-    pub gzip: OnceLock<Bytes>,
+    pub gzip: OnceLock<Chain>,
     /// Strong ETag of `body`: a hash of the bytes, so identical on every
     /// replica and restart.
     pub etag: HeaderValue,
@@ -37,19 +103,24 @@ pub struct Rendered {
     pub targets: usize,
     /// `?shard=I&of=N` variants of `body`, built when first asked for.
     pub shards: crate::shard::Shards,
+    /// The body's content hash, which `etag` quotes.
+    hash: u128,
 }
 
 impl Rendered {
-    /// Renders `body`; if it equals `previous`'s body, returns `previous`
-    /// unchanged so Last-Modified and the gzip bytes are kept.
+    /// Renders `pieces` (from `Open` to `Close`); if that gives the bytes
+    /// `previous` serves, returns `previous` unchanged so Last-Modified and
+    /// the gzip are kept.
     pub fn new(
-        body: Bytes,
+        pieces: Vec<Piece>,
         groups: usize,
         targets: usize,
         previous: Option<&Arc<Rendered>>,
     ) -> Arc<Rendered> {
+        let body = Piece::chain(&pieces);
+        let hash = body.xxh3_128();
         if let Some(prev) = previous {
-            if prev.body == body {
+            if prev.hash == hash && prev.body.len() == body.len() {
                 return prev.clone();
             }
         }
@@ -64,25 +135,60 @@ impl Rendered {
             .and_then(|p| p.last_modified.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() + 1);
         let last_modified = UNIX_EPOCH + Duration::from_secs(now.max(after_previous));
-        Rendered::restored(body, groups, targets, last_modified)
+        Rendered::build(body, hash, pieces, groups, targets, last_modified)
+    }
+
+    /// The pieces of `array`, a whole JSON array serialized elsewhere.
+    pub fn pieces_of(array: &Bytes) -> Vec<Piece> {
+        let inner = array.slice(1.min(array.len())..array.len().saturating_sub(1).max(1));
+        if inner.iter().all(u8::is_ascii_whitespace) {
+            vec![Piece::Open, Piece::Close]
+        } else {
+            vec![Piece::Open, Piece::Raw(inner), Piece::Close]
+        }
     }
 
     /// A body first seen at `last_modified` (a body read back from
     /// `state_dir` keeps the `Last-Modified` it was served with).
     pub fn restored(
-        body: Bytes,
+        array: Bytes,
+        groups: usize,
+        targets: usize,
+        last_modified: SystemTime,
+    ) -> Arc<Rendered> {
+        let pieces = Rendered::pieces_of(&array);
+        let body = Piece::chain(&pieces);
+        let hash = body.xxh3_128();
+        Rendered::build(body, hash, pieces, groups, targets, last_modified)
+    }
+
+    /// A body cut from `parent` (a shard): its own ETag, `parent`'s
+    /// `Last-Modified`.
+    pub fn derived(
+        array: Bytes,
+        groups: usize,
+        targets: usize,
+        parent: &Rendered,
+    ) -> Arc<Rendered> {
+        Rendered::restored(array, groups, targets, parent.last_modified)
+    }
+
+    fn build(
+        body: Chain,
+        hash: u128,
+        pieces: Vec<Piece>,
         groups: usize,
         targets: usize,
         last_modified: SystemTime,
     ) -> Arc<Rendered> {
         // A 128-bit content hash: not a security boundary, just a
         // validator that must be equal wherever the bytes are equal.
-        let hex = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
-        let etag = header(&format!("\"{hex}\""));
-        let gzip_etag = header(&format!("\"{hex}-gzip\""));
+        let etag = header(&format!("\"{hash:032x}\""));
+        let gzip_etag = header(&format!("\"{hash:032x}-gzip\""));
         Arc::new(Rendered {
             gzip: OnceLock::new(),
             body,
+            pieces,
             etag,
             gzip_etag,
             last_modified,
@@ -90,40 +196,24 @@ impl Rendered {
             groups,
             targets,
             shards: Default::default(),
+            hash,
         })
     }
 
-    /// A body cut from `parent` (a shard): its own ETag, `parent`'s
-    /// `Last-Modified`.
-    pub fn derived(body: Bytes, groups: usize, targets: usize, parent: &Rendered) -> Arc<Rendered> {
-        Rendered::restored(body, groups, targets, parent.last_modified)
-    }
-}
-
-impl Rendered {
-    /// Compresses the body if not done yet. The merger calls this from a
-    /// blocking task after publishing, so a change is served (identity)
-    /// without waiting for gzip.
-    pub fn compress(&self) -> &Bytes {
-        self.gzip.get_or_init(|| gzip(&self.body))
+    /// Compresses the body if not done yet: each piece's segment is made
+    /// once (a part keeps its own), so after a one-part change this
+    /// deflates one part and checksums the rest. The merger calls it from
+    /// a thread of its own after publishing, so a change is served
+    /// (identity) without waiting for gzip.
+    pub fn compress(&self) -> &Chain {
+        self.gzip
+            .get_or_init(|| gzip::assemble(&self.body, self.pieces.iter().map(Piece::deflated)))
     }
 }
 
 fn header(value: &str) -> HeaderValue {
     // Hex digits, quotes and HTTP dates are always valid header values.
     HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""))
-}
-
-/// Gzip at the default level: bodies are highly repetitive, and this runs
-/// once per change, not per request.
-pub fn gzip(body: &[u8]) -> Bytes {
-    let mut encoder = GzEncoder::new(
-        Vec::with_capacity(body.len() / 8 + 64),
-        Compression::default(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = encoder.write_all(body);
-    Bytes::from(encoder.finish().unwrap_or_default())
 }
 
 /// State of one source, for readiness, the status page and metrics.
@@ -188,45 +278,53 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+
+    fn array(text: &'static str) -> Arc<Rendered> {
+        Rendered::restored(Bytes::from_static(text.as_bytes()), 0, 0, UNIX_EPOCH)
+    }
+
+    fn again(text: &'static str, previous: &Arc<Rendered>) -> Arc<Rendered> {
+        let pieces = Rendered::pieces_of(&Bytes::from_static(text.as_bytes()));
+        Rendered::new(pieces, 0, 0, Some(previous))
+    }
 
     #[test]
     fn etag_depends_only_on_content() {
-        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
-        let b = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
-        let c = Rendered::new(Bytes::from_static(b"[2]"), 0, 0, None);
+        let a = array("[1]");
+        let b = array("[1]");
+        let c = array("[2]");
         assert_eq!(a.etag, b.etag);
         assert_ne!(a.etag, c.etag);
         assert_ne!(a.etag, a.gzip_etag);
         assert!(a.etag.to_str().unwrap().starts_with('"'));
+        // The hash of the bytes, however they are held.
+        let whole = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(b"[1]"));
+        assert_eq!(a.etag.to_str().unwrap(), whole);
     }
 
     /// Issue 10: a client holding the Last-Modified of a body replaced
     /// within the same second must not get a 304 for the new one.
     #[test]
     fn last_modified_moves_with_every_change() {
-        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
-        let b = Rendered::new(Bytes::from_static(b"[2]"), 0, 0, Some(&a));
-        let c = Rendered::new(Bytes::from_static(b"[3]"), 0, 0, Some(&b));
+        let a = array("[1]");
+        let b = again("[2]", &a);
+        let c = again("[3]", &b);
         assert!(b.last_modified > a.last_modified);
         assert!(c.last_modified > b.last_modified);
     }
 
     #[test]
     fn same_body_keeps_previous_render() {
-        let a = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, None);
-        let again = Rendered::new(Bytes::from_static(b"[1]"), 0, 0, Some(&a));
-        assert!(Arc::ptr_eq(&a, &again));
+        let a = array("[1]");
+        assert!(Arc::ptr_eq(&a, &again("[1]", &a)));
+        assert_eq!(&array("[ ]").body.to_bytes()[..], b"[]");
     }
 
     #[test]
     fn gzip_roundtrips() {
-        let r = Rendered::new(Bytes::from("[\"서비스\"]"), 0, 0, None);
-        let mut out = String::new();
+        let r = array("[\"서비스\"]");
         assert!(r.gzip.get().is_none(), "compressed only on demand");
-        flate2::read::GzDecoder::new(&r.compress()[..])
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out.as_bytes(), &r.body[..]);
+        let out = gzip::gunzip(&r.compress().to_bytes());
+        assert_eq!(out, r.body.to_bytes().to_vec());
     }
 }

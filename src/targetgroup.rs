@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -134,15 +136,20 @@ impl TargetGroup {
     }
 }
 
-/// Target groups serialized once, for any job: comma-separated JSON
-/// objects (no brackets) whose `__meta_sdbridge_job` value is left empty,
-/// with the offsets where a job's name goes. Sources build it; the merger
-/// keeps the same bytes (shared, not copied) and serves them under a job by
-/// copying with the name spliced in, so it never does JSON work and never
-/// holds the parsed groups.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Target groups serialized once: each group preceded by a comma
+/// (`,{...},{...}`), so a job's body is `[`, its fragments in order (the
+/// first without its comma), `]`, and is served as that chain of shared
+/// bytes ([`crate::chain::Chain`]) without being copied together. Sources
+/// build it; the merger and the snapshots share the same bytes, and its
+/// deflated form, made once when a gzip client first needs it.
+///
+/// Most sources belong to one job and write its name in. Consul's watcher
+/// is shared by every job with the same block, so its fragments leave the
+/// `__meta_sdbridge_job` value empty and note where it goes (`holes`); a
+/// job's chain then splices its name in as segments of their own.
+#[derive(Debug, Clone, Default)]
 pub struct Fragment {
-    /// The JSON, with every job value empty (`"__meta_sdbridge_job":""`).
+    /// The groups as served, each preceded by a comma.
     json: Bytes,
     /// Offsets into `json` where the JSON-escaped job name goes, ascending:
     /// one per group, or none when the job name is already in `json`.
@@ -151,19 +158,48 @@ pub struct Fragment {
     groups: usize,
     /// Targets in `json`, for metrics and the status page.
     targets: usize,
+    /// The served bytes as a raw deflate segment ([`crate::gzip::segment`]),
+    /// with their leading comma and without (as the first of a body), and
+    /// the job name they were made for. Built by the gzip thread, once per
+    /// fragment, so a one-part change gzips one part.
+    deflated: [OnceLock<(Bytes, Bytes)>; 2],
 }
 
+impl PartialEq for Fragment {
+    /// Same groups, as served: the deflate cache is not content.
+    fn eq(&self, other: &Fragment) -> bool {
+        self.json == other.json && self.holes == other.holes
+    }
+}
+
+impl Eq for Fragment {}
+
 impl Fragment {
-    /// Serializes `groups`; each group's `__meta_sdbridge_job` replaces any
-    /// label of that name the input carried.
-    pub fn new(groups: &[TargetGroup]) -> Fragment {
+    /// Serializes `groups` as job `job` serves them; each group's
+    /// `__meta_sdbridge_job` replaces any label of that name the input
+    /// carried.
+    pub fn new(groups: &[TargetGroup], job: &str) -> Fragment {
+        // Writing a string into a Vec cannot fail.
+        let mut quoted = Vec::with_capacity(job.len() + 2);
+        let _ = serde_json::to_writer(&mut quoted, job);
+        Fragment::write(groups, Some(&quoted))
+    }
+
+    /// Serializes `groups` for any job: the job's name is spliced in where
+    /// a job serves them.
+    pub fn job_free(groups: &[TargetGroup]) -> Fragment {
+        Fragment::write(groups, None)
+    }
+
+    fn write(groups: &[TargetGroup], quoted_job: Option<&[u8]>) -> Fragment {
         let mut json = Vec::with_capacity(groups.len() * 160);
-        let mut holes = Vec::with_capacity(groups.len());
-        for (i, group) in groups.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
+        let mut holes = Vec::new();
+        for group in groups {
+            json.push(b',');
+            let hole = write_group(&mut json, group, quoted_job.unwrap_or(b"\"\""));
+            if quoted_job.is_none() {
+                holes.push(hole);
             }
-            holes.push(write_group(&mut json, group));
         }
         // Kept for as long as the part is served: give back the growth
         // slack (`Bytes` keeps a `Vec`'s capacity).
@@ -173,25 +209,58 @@ impl Fragment {
             holes,
             groups: groups.len(),
             targets: groups.iter().map(|g| g.targets.len()).sum(),
+            deflated: Default::default(),
         }
     }
 
-    /// Groups that are already served under their job (the inside of a
-    /// job's body, for the all-jobs body).
-    pub fn verbatim(json: Bytes, groups: usize, targets: usize) -> Fragment {
-        Fragment {
-            json,
-            holes: Vec::new(),
-            groups,
-            targets,
-        }
-    }
-
-    /// The groups back, parsed (job label empty): for tests.
+    /// The groups back, parsed (job label as written, empty when
+    /// job-free): for tests.
     #[cfg(test)]
     pub fn parse(&self) -> Vec<TargetGroup> {
-        let array = [b"[", &self.json[..], b"]"].concat();
+        let array = [b"[", &self.served_joined(true, &Bytes::new())[..], b"]"].concat();
         serde_json::from_slice(&array).expect("a fragment is valid JSON")
+    }
+
+    /// Appends the bytes served under `job` (escaped, as
+    /// [`escape_job`] makes it) to `out`: with the leading comma, or
+    /// without it when the fragment comes first in a body. Shared, not
+    /// copied: one segment, or three per group with the job's name
+    /// spliced in.
+    pub fn served(&self, first: bool, job: &Bytes, out: &mut Vec<Bytes>) {
+        let skip = usize::from(first).min(self.json.len());
+        let mut at = skip;
+        for &hole in &self.holes {
+            out.push(self.json.slice(at..hole));
+            out.push(job.clone());
+            at = hole;
+        }
+        out.push(self.json.slice(at..));
+    }
+
+    /// [`Fragment::served`] in one buffer.
+    pub fn served_joined(&self, first: bool, job: &Bytes) -> Bytes {
+        let mut segments = Vec::new();
+        self.served(first, job, &mut segments);
+        crate::chain::Chain::new(segments).to_bytes()
+    }
+
+    /// [`Fragment::served`] as a raw deflate segment, made on first use
+    /// (and for one job: another job sharing a job-free fragment gets its
+    /// own, not kept).
+    pub fn deflated(&self, first: bool, job: &Bytes) -> Bytes {
+        let cell = &self.deflated[usize::from(first)];
+        let job = if self.holes.is_empty() {
+            Bytes::new()
+        } else {
+            job.clone()
+        };
+        let make = || crate::gzip::segment(&self.served_joined(first, &job));
+        let (for_job, segment) = cell.get_or_init(|| (job.clone(), make()));
+        if *for_job == job {
+            segment.clone()
+        } else {
+            make()
+        }
     }
 
     /// Number of groups.
@@ -208,57 +277,21 @@ impl Fragment {
     pub fn is_empty(&self) -> bool {
         self.json.is_empty()
     }
-
-    /// Length of the fragment served under a job whose escaped name is
-    /// `job_len` bytes long.
-    pub fn len_for(&self, job_len: usize) -> usize {
-        self.json.len() + self.holes.len() * job_len
-    }
-
-    /// Appends the fragment as served under `job` (as made by
-    /// [`EscapedJob::new`]).
-    pub fn write_for(&self, out: &mut BytesMut, job: &EscapedJob) {
-        let mut at = 0;
-        for &hole in &self.holes {
-            out.extend_from_slice(&self.json[at..hole]);
-            out.extend_from_slice(&job.0);
-            at = hole;
-        }
-        out.extend_from_slice(&self.json[at..]);
-    }
 }
 
-/// A job name as it appears inside a JSON string (without the quotes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EscapedJob(Vec<u8>);
-
-impl EscapedJob {
-    /// Escapes `job` as `serde_json` would.
-    pub fn new(job: &str) -> EscapedJob {
-        let quoted = serde_json::to_vec(job).unwrap_or_default();
-        EscapedJob(
-            quoted
-                .get(1..quoted.len().saturating_sub(1))
-                .unwrap_or_default()
-                .to_vec(),
-        )
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the name is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// `job` as it appears inside a JSON string (without the quotes), to
+/// splice into job-free fragments.
+pub fn escape_job(job: &str) -> Bytes {
+    let quoted = serde_json::to_vec(job).unwrap_or_default();
+    let end = quoted.len().saturating_sub(1);
+    Bytes::from(quoted).slice(1.min(end)..end)
 }
 
 /// Writes one group as `serde_json` writes a map in compact form, labels
-/// sorted, with `"__meta_sdbridge_job":""` at its sorted place; returns the
-/// offset between that value's quotes.
-fn write_group(out: &mut Vec<u8>, group: &TargetGroup) -> usize {
+/// sorted, with `"__meta_sdbridge_job":<quoted_job>` at its sorted place;
+/// returns the offset just after the value's opening quote (where a
+/// job-free fragment's name goes).
+fn write_group(out: &mut Vec<u8>, group: &TargetGroup, quoted_job: &[u8]) -> usize {
     // Writing strings into a Vec cannot fail.
     out.extend_from_slice(b"{\"targets\":");
     let _ = serde_json::to_writer(&mut *out, &group.targets);
@@ -272,9 +305,9 @@ fn write_group(out: &mut Vec<u8>, group: &TargetGroup) -> usize {
         *first = false;
         out.extend_from_slice(b"\"");
         out.extend_from_slice(JOB_LABEL.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        let at = out.len();
-        out.push(b'"');
+        out.extend_from_slice(b"\":");
+        let at = out.len() + 1;
+        out.extend_from_slice(quoted_job);
         at
     };
     for (name, value) in &group.labels.0 {
@@ -304,9 +337,13 @@ fn write_group(out: &mut Vec<u8>, group: &TargetGroup) -> usize {
 mod tests {
     use super::*;
 
-    /// `groups` as served under `job`: comma-separated JSON objects.
-    fn write_fragment(out: &mut BytesMut, groups: &[TargetGroup], job: &str) {
-        Fragment::new(groups).write_for(out, &EscapedJob::new(job));
+    /// `groups` as served first in a body of `job`: comma-separated JSON
+    /// objects.
+    fn served(groups: &[TargetGroup], job: &str) -> String {
+        let baked = Fragment::new(groups, job).served_joined(true, &Bytes::new());
+        let spliced = Fragment::job_free(groups).served_joined(true, &escape_job(job));
+        assert_eq!(baked, spliced, "written in or spliced in, the same bytes");
+        String::from_utf8(baked.to_vec()).unwrap()
     }
 
     #[test]
@@ -329,28 +366,29 @@ mod tests {
                 ("__a", "x"),
             ]),
         );
-        let mut out = BytesMut::new();
-        write_fragment(&mut out, &[g.clone(), g], "mysql");
         let one = r#"{"targets":["127.0.0.1:9104"],"labels":{"__a":"x","__meta_sdbridge_job":"mysql","dbms":"MySQL","service_name":"My서비스"}}"#;
         assert_eq!(
-            String::from_utf8(out.to_vec()).unwrap(),
+            served(&[g.clone(), g.clone()], "mysql"),
             format!("{one},{one}")
+        );
+        let f = Fragment::new(&[g], "mysql");
+        assert_eq!(
+            &f.served_joined(false, &Bytes::new())[..],
+            format!(",{one}").as_bytes()
         );
     }
 
     #[test]
     fn job_label_from_input_is_replaced_and_empty_labels_still_written() {
         let g = TargetGroup::new(["a"], LabelSet::from([(JOB_LABEL, "spoofed"), ("z", "1")]));
-        let mut out = BytesMut::new();
-        write_fragment(&mut out, &[g, TargetGroup::default()], "j");
         assert_eq!(
-            String::from_utf8(out.to_vec()).unwrap(),
+            served(&[g, TargetGroup::default()], "j"),
             r#"{"targets":["a"],"labels":{"__meta_sdbridge_job":"j","z":"1"}},{"targets":[],"labels":{"__meta_sdbridge_job":"j"}}"#
         );
     }
 
     #[test]
-    fn fragment_splices_any_job_name_at_the_sorted_place() {
+    fn fragment_writes_any_job_name_at_the_sorted_place() {
         let groups = [
             TargetGroup::new(
                 ["127.0.0.1:1", "127.0.0.1:2"],
@@ -362,14 +400,10 @@ mod tests {
             ),
             TargetGroup::default(),
         ];
-        let fragment = Fragment::new(&groups);
-        assert_eq!((fragment.groups(), fragment.targets()), (3, 3));
         for job in ["mysql", "a\"b\\c", "서비스 \u{1F600}\n", ""] {
-            let escaped = EscapedJob::new(job);
-            let mut out = BytesMut::new();
-            fragment.write_for(&mut out, &escaped);
-            assert_eq!(out.len(), fragment.len_for(escaped.len()));
-            let text = String::from_utf8(out.to_vec()).unwrap();
+            let fragment = Fragment::new(&groups, job);
+            assert_eq!((fragment.groups(), fragment.targets()), (3, 3));
+            let text = served(&groups, job);
             let parsed: serde_json::Value = serde_json::from_str(&format!("[{text}]")).unwrap();
             assert_eq!(
                 parsed,
@@ -385,11 +419,34 @@ mod tests {
             assert!(first.find("__a").unwrap() < first.find(JOB_LABEL).unwrap());
             assert!(first.find(JOB_LABEL).unwrap() < first.find("zz").unwrap());
         }
-        assert!(Fragment::new(&[]).is_empty());
-        let verbatim = Fragment::verbatim(Bytes::from_static(b"{}"), 1, 0);
-        let mut out = BytesMut::new();
-        verbatim.write_for(&mut out, &EscapedJob::new("ignored"));
-        assert_eq!(&out[..], b"{}");
+        assert!(Fragment::new(&[], "j").is_empty());
+        assert!(Fragment::job_free(&[])
+            .served_joined(true, &escape_job("j"))
+            .is_empty());
+    }
+
+    /// The deflate cache is not part of a fragment's identity: a fragment
+    /// equal to the served one is recognised whether or not it was gzipped.
+    #[test]
+    fn fragments_compare_by_content_only() {
+        let g = [TargetGroup::new(["127.0.0.1:1"], LabelSet::default())];
+        let (a, b) = (Fragment::new(&g, "j"), Fragment::new(&g, "j"));
+        a.deflated(false, &Bytes::new());
+        assert_eq!(a, b);
+        assert_ne!(a, Fragment::new(&g, "k"));
+        // A job-free fragment deflated for one job, then asked for another.
+        let free = Fragment::job_free(&g);
+        for job in ["a", "b", "a"] {
+            let gz = crate::gzip::assemble(
+                &crate::chain::Chain::from(free.served_joined(false, &escape_job(job))),
+                [free.deflated(false, &escape_job(job))],
+            );
+            let text = String::from_utf8(crate::gzip::gunzip(&gz.to_bytes())).unwrap();
+            assert!(
+                text.contains(&format!("\"{JOB_LABEL}\":\"{job}\"")),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -465,15 +522,28 @@ mod properties {
             job in any::<String>(),
         ) {
             // One fragment per part, as the merger holds them.
-            let fragments: Vec<Fragment> = parts.iter().map(|p| Fragment::new(p)).collect();
-            let rendered = crate::merge::render(fragments.iter(), &EscapedJob::new(&job), None);
+            // Written for the job, or job-free with the name spliced in.
+            let fragments: Vec<std::sync::Arc<Fragment>> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    std::sync::Arc::new(if i % 2 == 0 {
+                        Fragment::new(p, &job)
+                    } else {
+                        Fragment::job_free(p)
+                    })
+                })
+                .collect();
+            let rendered = crate::merge::render(fragments.iter(), &escape_job(&job), None);
+            let body = rendered.body.to_bytes();
+            prop_assert_eq!(crate::gzip::gunzip(&rendered.compress().to_bytes()), body.to_vec());
             let groups: Vec<TargetGroup> = parts.concat();
             prop_assert_eq!(rendered.groups, groups.len());
             let url = "http://127.0.0.1:9412/http_sd";
-            let back = http_sd::parse(url, &rendered.body);
+            let back = http_sd::parse(url, &body);
             prop_assert_eq!(back, Ok(read_back(&groups, &job, URL_LABEL, url)));
             let path = "/sd/served.json";
-            let back = parse_file(path, &rendered.body);
+            let back = parse_file(path, &body);
             prop_assert_eq!(back, Ok(read_back(&groups, &job, FILEPATH_LABEL, path)));
         }
     }

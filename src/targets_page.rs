@@ -85,7 +85,8 @@ fn sources_of(job: &JobSnapshot, groups: usize) -> Option<Vec<&SourceStatus>> {
 /// Renders the page of `job` that `view` asks for.
 pub fn page(job: &JobSnapshot, view: &View) -> String {
     // The body is ours, serialized by the merger; it always parses.
-    let groups: Vec<Group> = serde_json::from_slice(&job.rendered.body).unwrap_or_default();
+    let groups: Vec<Group> =
+        serde_json::from_slice(&job.rendered.body.to_bytes()).unwrap_or_default();
     let sources = sources_of(job, groups.len());
     let needle = view.filter.to_lowercase();
     let mut matched = 0usize;

@@ -9,9 +9,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use sdbridge::source::sql::{Database, Dsn, QueryResult, SqlError};
-use sdbridge::targetgroup::{EscapedJob, Fragment, LabelSet, TargetGroup};
+use sdbridge::targetgroup::{Fragment, LabelSet, TargetGroup};
 
 /// Password of every test user: distinctive, so tests can look for it in
 /// error texts.
@@ -242,9 +241,8 @@ pub async fn groups(dsn: &str, sql: &str) -> Vec<TargetGroup> {
 
 /// The groups as served under a job: what "byte-identical" is about.
 pub fn body(groups: &[TargetGroup]) -> String {
-    let mut out = BytesMut::new();
-    Fragment::new(groups).write_for(&mut out, &EscapedJob::new("inventory"));
-    String::from_utf8(out.to_vec()).expect("UTF-8")
+    let served = Fragment::new(groups, "inventory").served_joined(true, &Default::default());
+    String::from_utf8(served.to_vec()).expect("UTF-8")
 }
 
 /// A label set from pairs.

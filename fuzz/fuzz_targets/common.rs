@@ -8,7 +8,9 @@ use sdbridge::merge::render;
 use sdbridge::source::file::parse::parse_file;
 use sdbridge::source::file::FILEPATH_LABEL;
 use sdbridge::source::http_sd::{self, URL_LABEL};
-use sdbridge::targetgroup::{is_valid_label_name, EscapedJob, Fragment, TargetGroup, JOB_LABEL};
+use std::sync::Arc;
+
+use sdbridge::targetgroup::{escape_job, is_valid_label_name, Fragment, TargetGroup, JOB_LABEL};
 
 /// A job name that needs JSON escaping and is not ASCII.
 pub const JOB: &str = "fuzz \"job\"\\ 서비스";
@@ -36,10 +38,16 @@ fn expected(groups: &[TargetGroup], label: &str, value: &str) -> Vec<TargetGroup
 /// JSON file: both must give the same groups (plus the job label and the
 /// reader's own label), and every label name must be valid.
 pub fn assert_round_trip(groups: &[TargetGroup]) {
-    let fragment = Fragment::new(groups);
-    assert_eq!(fragment.groups(), groups.len());
-    let rendered = render(std::iter::once(&fragment), &EscapedJob::new(JOB), None);
-    let body = &rendered.body;
+    // Written for the job (most sources) and job-free with the name
+    // spliced in (Consul's shared watcher): the same bytes.
+    let baked = Arc::new(Fragment::new(groups, JOB));
+    let free = Arc::new(Fragment::job_free(groups));
+    assert_eq!(baked.groups(), groups.len());
+    let job = escape_job(JOB);
+    let rendered = render(std::iter::once(&baked), &job, None);
+    let spliced = render(std::iter::once(&free), &job, None);
+    let body = &rendered.body.to_bytes()[..];
+    assert_eq!(body, &spliced.body.to_bytes()[..], "written in or spliced in");
     let back = http_sd::parse(URL, body)
         .unwrap_or_else(|e| panic!("served body does not parse as HTTP SD: {e}: {body:?}"));
     assert_eq!(back, expected(groups, URL_LABEL, URL), "http_sd: {body:?}");

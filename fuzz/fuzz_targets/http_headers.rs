@@ -40,7 +40,7 @@ fn state() -> &'static AppState {
             br#"[{"targets":["127.0.0.1:9100"],"labels":{"__meta_sdbridge_job":"fuzz"}}]"#,
         );
         // Short ETags the fuzzer can write (real ones are 32 hex digits).
-        let mut rendered = Rendered::new(body, 1, 1, None);
+        let mut rendered = Rendered::restored(body, 1, 1, std::time::UNIX_EPOCH);
         let r = Arc::make_mut(&mut rendered);
         r.etag = HeaderValue::from_static("\"abc\"");
         r.gzip_etag = HeaderValue::from_static("\"abc-gzip\"");

@@ -148,9 +148,9 @@ pub struct Part {
 }
 
 impl Part {
-    /// A part holding `groups`.
-    pub fn new(key: impl Into<String>, groups: &[TargetGroup]) -> Part {
-        Part::serialized(key, Arc::new(Fragment::new(groups)))
+    /// A part holding `groups`, as job `job` serves them.
+    pub fn new(key: impl Into<String>, groups: &[TargetGroup], job: &str) -> Part {
+        Part::serialized(key, Arc::new(Fragment::new(groups, job)))
     }
 
     /// A part holding groups already serialized.
@@ -163,7 +163,7 @@ impl Part {
 
     /// The update that removes part `key`.
     pub fn removed(key: impl Into<String>) -> Part {
-        Part::new(key, &[])
+        Part::serialized(key, Arc::new(Fragment::default()))
     }
 }
 

@@ -67,7 +67,8 @@ pub async fn run<F, Fut>(
             Ok(Some(groups)) => {
                 backoff.reset();
                 // Serializing 100,000 targets is CPU work: off the workers.
-                let fragment = tokio::task::spawn_blocking(move || Fragment::new(&groups))
+                let job = ctx.out.job.clone();
+                let fragment = tokio::task::spawn_blocking(move || Fragment::new(&groups, &job))
                     .await
                     .map(Arc::new);
                 let Ok(fragment) = fragment else { return };

@@ -29,10 +29,10 @@ impl Source for StaticSource {
 pub const PART_KEY: &str = "static_configs";
 
 /// The one update a static source sends.
-pub fn update(groups: Vec<TargetGroup>, id: SlotId) -> Update {
+pub fn update(groups: Vec<TargetGroup>, id: SlotId, job: &str) -> Update {
     Update {
         source: id,
-        change: Change::Replace(vec![Part::new(PART_KEY, &groups)]),
+        change: Change::Replace(vec![Part::new(PART_KEY, &groups, job)]),
         synced: true,
         problem: None,
         errors: Vec::new(),
@@ -42,7 +42,7 @@ pub fn update(groups: Vec<TargetGroup>, id: SlotId) -> Update {
 /// Sends the groups once, then waits for shutdown so the source's lifetime
 /// matches the others'.
 pub async fn run(groups: Vec<TargetGroup>, out: Outbox, shutdown: CancellationToken) {
-    if out.send(update(groups, out.id)).await.is_ok() {
+    if out.send(update(groups, out.id, &out.job)).await.is_ok() {
         shutdown.cancelled().await;
     }
 }

@@ -108,6 +108,7 @@ mod tests {
                             [format!("127.0.0.1:{run}")],
                             Default::default(),
                         )],
+                        &ctx.out.job,
                     )]),
                     synced: true,
                     problem: None,

@@ -25,6 +25,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use crate::chain::Chain;
+
 /// The first line of every state file: what it is, and the format version.
 const MAGIC: &str = "sdbridge state v";
 /// The format written, and the only one read.
@@ -74,7 +76,7 @@ pub fn file_name(job: &str) -> String {
 
 /// The header of `body` for job `job` under `key`, built at `built_at`.
 /// The file is the header followed by the body.
-pub fn header(job: &str, key: &str, built_at: SystemTime, body: &[u8]) -> Vec<u8> {
+pub fn header(job: &str, key: &str, built_at: SystemTime, body: &Chain) -> Vec<u8> {
     let job = serde_json::to_string(job).unwrap_or_default();
     let built = built_at
         .duration_since(UNIX_EPOCH)
@@ -90,10 +92,12 @@ pub fn header(job: &str, key: &str, built_at: SystemTime, body: &[u8]) -> Vec<u8
     head
 }
 
-fn checksum(head: &[u8], body: &[u8]) -> u128 {
+fn checksum(head: &[u8], body: &Chain) -> u128 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(head);
-    hasher.update(body);
+    for segment in body.segments() {
+        hasher.update(segment);
+    }
     hasher.digest128()
 }
 
@@ -138,7 +142,7 @@ pub fn decode(bytes: Bytes) -> Result<Persisted, String> {
             body.len()
         ));
     }
-    if checksum(&bytes[..sum_line_at], &body) != sum {
+    if checksum(&bytes[..sum_line_at], &Chain::from(body.clone())) != sum {
         return Err("damaged: checksum mismatch".to_string());
     }
     let (groups, targets) = count(&body)?;
@@ -187,7 +191,7 @@ mod tests {
 
     fn file(job: &str) -> Vec<u8> {
         let at = UNIX_EPOCH + Duration::from_secs(1_764_700_000);
-        let mut f = header(job, "k1", at, BODY);
+        let mut f = header(job, "k1", at, &Chain::from(Bytes::from_static(BODY)));
         f.extend_from_slice(BODY);
         f
     }
@@ -247,7 +251,7 @@ mod tests {
     #[test]
     fn a_body_that_is_not_an_answer_is_refused() {
         let body = b"{\"targets\":[]}";
-        let mut f = header("j", "k", UNIX_EPOCH, body);
+        let mut f = header("j", "k", UNIX_EPOCH, &Chain::from(Bytes::from_static(body)));
         f.extend_from_slice(body);
         assert!(decode(Bytes::from(f))
             .unwrap_err()

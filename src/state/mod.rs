@@ -259,7 +259,12 @@ mod tests {
         let dir = tmp.path();
         let body = b"[{\"targets\":[\"127.0.0.1:1\"],\"labels\":{}}]";
         let write = |job: &str, key: &str| {
-            let mut f = format::header(job, key, std::time::UNIX_EPOCH, body);
+            let mut f = format::header(
+                job,
+                key,
+                std::time::UNIX_EPOCH,
+                &crate::chain::Chain::from(bytes::Bytes::copy_from_slice(body)),
+            );
             f.extend_from_slice(body);
             std::fs::write(dir.join(file_name(job)), f).unwrap();
         };

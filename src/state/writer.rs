@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::format;
+use crate::chain::Chain;
 use crate::metrics::Metrics;
 use crate::snapshot::Rendered;
 
@@ -240,7 +241,7 @@ impl Shared {
 /// the old file or the new one, never a mix: a temporary file in the same
 /// directory, fsync, rename over, fsync of the directory (which makes the
 /// rename durable).
-fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &Chain) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(
         ".{name}.{}{}",
@@ -250,7 +251,9 @@ fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &[u8]) -> std::i
     let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(head)?;
-        file.write_all(body)?;
+        for segment in body.segments() {
+            file.write_all(segment)?;
+        }
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)?;
@@ -269,7 +272,7 @@ mod tests {
 
     fn body(i: usize) -> Arc<Rendered> {
         let text = format!("[{{\"targets\":[\"127.0.0.1:{i}\"],\"labels\":{{}}}}]");
-        Rendered::new(Bytes::from(text), 1, 1, None)
+        Rendered::restored(Bytes::from(text), 1, 1, std::time::SystemTime::now())
     }
 
     fn read(dir: &Path, job: &str) -> format::Persisted {
@@ -304,14 +307,18 @@ mod tests {
         writer.close();
         let n = writes(&metrics, "j");
         assert!((1.0..=2.0).contains(&n), "100 pushes, {n} writes");
-        assert_eq!(read(dir.path(), "j").body, body(99).body);
+        assert_eq!(read(dir.path(), "j").body, body(99).body.to_bytes());
         let other = read(dir.path(), "other");
         assert_eq!(
             (other.key.as_str(), other.body),
-            ("k2", body(7).body.clone())
+            ("k2", body(7).body.to_bytes())
         );
         writer.push("j", "k", body(1000));
-        assert_eq!(read(dir.path(), "j").body, body(99).body, "closed");
+        assert_eq!(
+            read(dir.path(), "j").body,
+            body(99).body.to_bytes(),
+            "closed"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -334,7 +341,7 @@ mod tests {
         let last = body(40);
         writer.push("j", "k", last.clone());
         let deadline = Instant::now() + Duration::from_secs(30);
-        while read_body(dir.path()) != Some(last.body.clone()) {
+        while read_body(dir.path()) != Some(last.body.to_bytes()) {
             assert!(Instant::now() < deadline, "the last body never landed");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -260,7 +260,7 @@ mod tests {
     use crate::targetgroup::{LabelSet, TargetGroup};
 
     fn groups(target: &str) -> Arc<Fragment> {
-        Arc::new(Fragment::new(&[TargetGroup::new(
+        Arc::new(Fragment::job_free(&[TargetGroup::new(
             [target],
             LabelSet::default(),
         )]))

@@ -463,7 +463,7 @@ impl Watcher {
                     };
                     let nodes: BTreeSet<String> =
                         entries.iter().map(|e| e.node.node.clone()).collect();
-                    let fragment = Fragment::new(&service_groups(&name, &entries, opts));
+                    let fragment = Fragment::job_free(&service_groups(&name, &entries, opts));
                     let changed = served.as_deref() != Some(&fragment);
                     (changed.then_some(fragment), nodes)
                 });

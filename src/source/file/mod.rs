@@ -68,7 +68,9 @@ impl Source for FileSdConfig {
 /// every `refresh_interval`. Listing, stat'ing and reading run on blocking
 /// threads, so a slow mount never stalls the async workers.
 pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken) {
-    let mut scanner = Scanner::new(&config.files).with_limit(config.max_input_size);
+    let mut scanner = Scanner::new(&config.files)
+        .with_limit(config.max_input_size)
+        .for_job(out.job.clone());
     let events = Arc::new(Events::new(scanner.served_names()));
     let mut watches = Watches::new(events.clone());
     let refresh = config.refresh_interval.0.max(Duration::from_millis(100));

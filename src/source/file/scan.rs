@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::parse::{parse_file, FileError};
 use crate::gopath;
@@ -110,6 +111,8 @@ pub struct Scanner {
     files: BTreeMap<String, FileState>,
     /// Listings that failed in the last scan.
     failed: BTreeMap<String, FileError>,
+    /// The job whose name the parts carry.
+    job: Arc<str>,
 }
 
 fn list_error(path: &str, e: &std::io::Error) -> FileError {
@@ -135,7 +138,14 @@ impl Scanner {
             max_input: crate::http_client::DEFAULT_MAX_INPUT,
             files: BTreeMap::new(),
             failed: BTreeMap::new(),
+            job: Arc::from(""),
         }
+    }
+
+    /// The same scanner, serializing parts for job `job`.
+    pub fn for_job(mut self, job: Arc<str>) -> Scanner {
+        self.job = job;
+        self
     }
 
     /// The same scanner, refusing files over `max_input` bytes.
@@ -251,7 +261,7 @@ impl Scanner {
                 .and_then(|content| parse_file(&path, &content));
             let error = match result {
                 Ok(groups) => {
-                    scan.parts.push(Part::new(path.clone(), &groups));
+                    scan.parts.push(Part::new(path.clone(), &groups, &self.job));
                     None
                 }
                 Err(e) => {
@@ -441,7 +451,8 @@ mod tests {
             scan.parts,
             [Part::new(
                 file.to_str().unwrap(),
-                &[TargetGroup::new(["y"], labels)]
+                &[TargetGroup::new(["y"], labels)],
+                ""
             )]
         );
         assert!(scanner.problem().is_none());
