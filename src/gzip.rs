@@ -1,10 +1,17 @@
-//! Gzip made of pieces: each part of a body is deflated on its own, once,
-//! and a body's gzip is those segments between a header and a trailer, so
-//! a one-part change compresses one part (pigz joins its blocks the same
+//! Gzip made of pieces: a body is cut into chunks of consecutive parts,
+//! each chunk is deflated on its own, and the body's gzip is those
+//! segments between a header and a trailer (pigz joins its blocks the same
 //! way). Each segment is a raw deflate stream of non-final blocks ending on
 //! a byte boundary (a sync flush), which makes any sequence of them one
 //! valid deflate stream; an empty final block closes it.
+//!
+//! Chunks end where the content says ([`Chunks`]' caller,
+//! [`crate::snapshot::Rendered::compress_with`]), not where earlier
+//! changes happened to cut, so every replica makes the same gzip bytes for
+//! the same body, and a one-part change re-deflates one chunk: the others
+//! come from the cache of the chunks the last bodies used.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::LazyLock;
 
@@ -23,16 +30,21 @@ const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// `data` as a raw deflate segment at the default level: bodies are highly
 /// repetitive, and this runs once per part change, not per request.
 pub fn segment(data: &[u8]) -> Bytes {
-    if data.is_empty() {
+    segment_of(&[data])
+}
+
+/// The bytes of `parts`, in order, as one raw deflate segment.
+pub fn segment_of<T: AsRef<[u8]>>(parts: &[T]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+    if len == 0 {
         return Bytes::new();
     }
-    let mut encoder = DeflateEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        Compression::default(),
-    );
+    let mut encoder = DeflateEncoder::new(Vec::with_capacity(len / 4 + 64), Compression::default());
     // Writing into a Vec cannot fail; `flush` is a sync flush, which ends
     // the segment on a byte boundary without a final block.
-    let _ = encoder.write_all(data);
+    for part in parts {
+        let _ = encoder.write_all(part.as_ref());
+    }
     let _ = encoder.flush();
     let mut out = std::mem::take(encoder.get_mut());
     out.shrink_to_fit();
@@ -66,6 +78,45 @@ pub fn assemble(identity: &Chain, segments: impl IntoIterator<Item = Bytes>) -> 
     all.extend(segments);
     all.push(Bytes::from(tail));
     Chain::new(all)
+}
+
+/// Deflated chunks by content key, kept while the last two batches of
+/// bodies use them: a changed body finds its unchanged chunks here.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    current: HashMap<u128, Bytes>,
+    previous: HashMap<u128, Bytes>,
+    /// Chunks deflated so far.
+    made: u64,
+}
+
+impl Chunks {
+    /// The chunk under `key`, made by `make` if no recent body had it.
+    pub fn get_or_make(&mut self, key: u128, make: impl FnOnce() -> Bytes) -> Bytes {
+        if let Some(chunk) = self.current.get(&key) {
+            return chunk.clone();
+        }
+        let chunk = match self.previous.remove(&key) {
+            Some(chunk) => chunk,
+            None => {
+                self.made += 1;
+                make()
+            }
+        };
+        self.current.insert(key, chunk.clone());
+        chunk
+    }
+
+    /// Ends a batch: chunks no body of this batch or the last one used
+    /// are dropped.
+    pub fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    /// Chunks deflated so far (not found in the cache).
+    pub fn made(&self) -> u64 {
+        self.made
+    }
 }
 
 /// Gzip of `data` in one piece (bodies cut from another, such as shards).

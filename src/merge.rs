@@ -557,22 +557,26 @@ impl Compressor {
         let worker = queue.clone();
         let started = std::thread::Builder::new()
             .name("sdbridge-gzip".into())
-            .spawn(move || loop {
-                let (lock, ready) = &*worker;
-                let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-                while pending.bodies.is_empty() && !pending.closed {
-                    pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
-                }
-                if pending.bodies.is_empty() {
-                    return;
-                }
-                let batch = std::mem::take(&mut pending.bodies);
-                drop(pending);
-                for rendered in batch {
-                    // Superseded while waiting: nobody can serve it.
-                    if Arc::strong_count(&rendered) > 1 {
-                        rendered.compress();
+            .spawn(move || {
+                let mut chunks = crate::gzip::Chunks::default();
+                loop {
+                    let (lock, ready) = &*worker;
+                    let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while pending.bodies.is_empty() && !pending.closed {
+                        pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
                     }
+                    if pending.bodies.is_empty() {
+                        return;
+                    }
+                    let batch = std::mem::take(&mut pending.bodies);
+                    drop(pending);
+                    for rendered in batch {
+                        // Superseded while waiting: nobody can serve it.
+                        if Arc::strong_count(&rendered) > 1 {
+                            rendered.compress_with(&mut chunks);
+                        }
+                    }
+                    chunks.rotate();
                 }
             });
         if let Err(e) = started {

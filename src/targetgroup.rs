@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -140,8 +138,7 @@ impl TargetGroup {
 /// (`,{...},{...}`), so a job's body is `[`, its fragments in order (the
 /// first without its comma), `]`, and is served as that chain of shared
 /// bytes ([`crate::chain::Chain`]) without being copied together. Sources
-/// build it; the merger and the snapshots share the same bytes, and its
-/// deflated form, made once when a gzip client first needs it.
+/// build it; the merger and the snapshots share the same bytes.
 ///
 /// Most sources belong to one job and write its name in. Consul's watcher
 /// is shared by every job with the same block, so its fragments leave the
@@ -158,15 +155,13 @@ pub struct Fragment {
     groups: usize,
     /// Targets in `json`, for metrics and the status page.
     targets: usize,
-    /// The served bytes as a raw deflate segment ([`crate::gzip::segment`]),
-    /// with their leading comma and without (as the first of a body), and
-    /// the job name they were made for. Built by the gzip thread, once per
-    /// fragment, so a one-part change gzips one part.
-    deflated: [OnceLock<(Bytes, Bytes)>; 2],
+    /// xxh3-64 of `json`: where gzip chunks end is decided by content
+    /// ([`crate::gzip`]), so every replica cuts the same chunks.
+    hash: u64,
 }
 
 impl PartialEq for Fragment {
-    /// Same groups, as served: the deflate cache is not content.
+    /// Same groups, as served (the hash follows from the bytes).
     fn eq(&self, other: &Fragment) -> bool {
         self.json == other.json && self.holes == other.holes
     }
@@ -205,11 +200,11 @@ impl Fragment {
         // slack (`Bytes` keeps a `Vec`'s capacity).
         json.shrink_to_fit();
         Fragment {
+            hash: xxhash_rust::xxh3::xxh3_64(&json),
             json: Bytes::from(json),
             holes,
             groups: groups.len(),
             targets: groups.iter().map(|g| g.targets.len()).sum(),
-            deflated: Default::default(),
         }
     }
 
@@ -244,23 +239,15 @@ impl Fragment {
         crate::chain::Chain::new(segments).to_bytes()
     }
 
-    /// [`Fragment::served`] as a raw deflate segment, made on first use
-    /// (and for one job: another job sharing a job-free fragment gets its
-    /// own, not kept).
-    pub fn deflated(&self, first: bool, job: &Bytes) -> Bytes {
-        let cell = &self.deflated[usize::from(first)];
-        let job = if self.holes.is_empty() {
-            Bytes::new()
-        } else {
-            job.clone()
-        };
-        let make = || crate::gzip::segment(&self.served_joined(first, &job));
-        let (for_job, segment) = cell.get_or_init(|| (job.clone(), make()));
-        if *for_job == job {
-            segment.clone()
-        } else {
-            make()
-        }
+    /// A hash of the content: the bytes, and whether the job's name is
+    /// spliced in.
+    pub fn content_hash(&self) -> u64 {
+        self.hash ^ u64::from(!self.holes.is_empty())
+    }
+
+    /// Length of the served bytes (leading comma included, job name not).
+    pub fn len(&self) -> usize {
+        self.json.len()
     }
 
     /// Number of groups.
@@ -425,28 +412,19 @@ mod tests {
             .is_empty());
     }
 
-    /// The deflate cache is not part of a fragment's identity: a fragment
-    /// equal to the served one is recognised whether or not it was gzipped.
     #[test]
-    fn fragments_compare_by_content_only() {
+    fn fragments_compare_and_hash_by_content() {
         let g = [TargetGroup::new(["127.0.0.1:1"], LabelSet::default())];
         let (a, b) = (Fragment::new(&g, "j"), Fragment::new(&g, "j"));
-        a.deflated(false, &Bytes::new());
         assert_eq!(a, b);
+        assert_eq!(a.content_hash(), b.content_hash());
         assert_ne!(a, Fragment::new(&g, "k"));
-        // A job-free fragment deflated for one job, then asked for another.
-        let free = Fragment::job_free(&g);
-        for job in ["a", "b", "a"] {
-            let gz = crate::gzip::assemble(
-                &crate::chain::Chain::from(free.served_joined(false, &escape_job(job))),
-                [free.deflated(false, &escape_job(job))],
-            );
-            let text = String::from_utf8(crate::gzip::gunzip(&gz.to_bytes())).unwrap();
-            assert!(
-                text.contains(&format!("\"{JOB_LABEL}\":\"{job}\"")),
-                "{text}"
-            );
-        }
+        assert_ne!(a.content_hash(), Fragment::new(&g, "k").content_hash());
+        // Job "" written in, and job-free: the same bytes, not the same
+        // content (one gets a name spliced in).
+        let (empty, free) = (Fragment::new(&g, ""), Fragment::job_free(&g));
+        assert_ne!(empty, free);
+        assert_ne!(empty.content_hash(), free.content_hash());
     }
 
     #[test]
