@@ -385,7 +385,11 @@ mod tests {
         let fragments: Vec<Arc<Fragment>> = (0..n)
             .map(|i| {
                 let targets = (0..10).map(|t| format!("127.0.{}.{t}:9100", i % 250));
-                let v = if Some(i) == changed { "changed" } else { "서비스" };
+                let v = if Some(i) == changed {
+                    "changed"
+                } else {
+                    "서비스"
+                };
                 let labels = LabelSet::from([("file", &*i.to_string()), ("service_name", v)]);
                 Arc::new(Fragment::new(&[TargetGroup::new(targets, labels)], "mysql"))
             })
@@ -406,13 +410,21 @@ mod tests {
         assert!(made > 20 && made < 200, "{made} chunks for 2,000 parts");
         cache.rotate();
         let second = after.compress_with(&mut cache).to_bytes();
-        assert!(cache.made() - made <= 2, "{} new chunks", cache.made() - made);
+        assert!(
+            cache.made() - made <= 2,
+            "{} new chunks",
+            cache.made() - made
+        );
         assert_eq!(second, parts(2000, Some(1234)).compress().to_bytes());
         assert_eq!(first, parts(2000, None).compress().to_bytes());
         assert_eq!(gzip::gunzip(&second), after.body.to_bytes().to_vec());
         // Chunks of ~64 KiB compress nearly as well as the whole body.
         let whole = gzip::whole(after.body.to_bytes()).len();
-        assert!(second.len() < whole * 13 / 10, "{} against {whole}", second.len());
+        assert!(
+            second.len() < whole * 13 / 10,
+            "{} against {whole}",
+            second.len()
+        );
     }
 
     #[test]

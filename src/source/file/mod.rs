@@ -12,8 +12,11 @@
 //!   existing ancestor.
 //!
 //! After an event the loop waits for a short quiet window (none after an
-//! event that completes a change), then rescans. Every `refresh_interval`
-//! all files are re-read regardless, as Prometheus does. Listings and reads
+//! event that completes a change), then looks at the files the events
+//! named ([`watch::Focus`]), or lists everything when they cannot tell
+//! (events lost, a watch added or ended, a change next to served
+//! symlinks, a failing listing). Every `refresh_interval` all files are
+//! re-read regardless, as Prometheus does. Listings and reads
 //! that fail keep their last good groups and are retried with backoff.
 
 pub mod parse;
@@ -78,12 +81,21 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
     let mut retry = FIRST_RETRY;
     let mut reread_all = true;
     let mut first = true;
+    // Whether this round lists everything rather than looking at the
+    // files events named: at start, after a new watch, on timers.
+    let mut list_all = true;
     let metrics = out.metrics().cloned();
     loop {
         // Events from here on are news to the scan below.
         events.take_urgent();
+        let focus = events.take_focus();
         let round = tokio::task::spawn_blocking(move || {
-            let scan = scanner.scan(reread_all);
+            let focused = if list_all || reread_all {
+                None
+            } else {
+                scanner.scan_focused(&focus)
+            };
+            let scan = focused.unwrap_or_else(|| scanner.scan(reread_all));
             let added = watches.sync(scanner.watch_dirs());
             (scanner, watches, scan, added)
         });
@@ -127,6 +139,7 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
         }
         first = false;
         reread_all = false;
+        list_all = added;
         if added {
             // A new watch: something may have changed before it was set.
             continue;
@@ -150,7 +163,9 @@ pub async fn run(config: FileSdConfig, out: Outbox, shutdown: CancellationToken)
                 reread_all = true;
                 next_refresh = Instant::now() + refresh;
             }
-            _ = sleep_until(retry_at.unwrap_or(next_refresh)), if retry_at.is_some() => {}
+            _ = sleep_until(retry_at.unwrap_or(next_refresh)), if retry_at.is_some() => {
+                list_all = true;
+            }
         }
     }
 }

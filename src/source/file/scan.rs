@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::parse::{parse_file, FileError};
+use super::watch::Focus;
 use crate::gopath;
 use crate::source::Part;
 
@@ -113,6 +114,10 @@ pub struct Scanner {
     failed: BTreeMap<String, FileError>,
     /// The job whose name the parts carry.
     job: Arc<str>,
+    /// Pattern directories where a matching name is a symlink: there, a
+    /// change to something else (Kubernetes' `..data`) can change what a
+    /// served name reads, so only a full scan can tell.
+    symlinked: BTreeSet<String>,
 }
 
 fn list_error(path: &str, e: &std::io::Error) -> FileError {
@@ -139,6 +144,7 @@ impl Scanner {
             files: BTreeMap::new(),
             failed: BTreeMap::new(),
             job: Arc::from(""),
+            symlinked: BTreeSet::new(),
         }
     }
 
@@ -156,9 +162,10 @@ impl Scanner {
 
     /// The paths the patterns match now, like Prometheus's `listFiles`
     /// (Go's `filepath.Glob`), but keeping failures apart from absence.
-    fn list(&self) -> Listing {
+    fn list(&mut self) -> Listing {
         let mut listing = Listing::default();
-        let mut names_of: BTreeMap<&str, Option<Vec<String>>> = BTreeMap::new();
+        self.symlinked.clear();
+        let mut names_of: BTreeMap<&str, Option<Vec<(String, bool)>>> = BTreeMap::new();
         for pattern in &self.patterns {
             let Some(glob) = &pattern.name else {
                 // Go's Glob returns a literal pattern if `Lstat` finds it,
@@ -200,9 +207,12 @@ impl Scanner {
                             None
                         }
                     });
-            for name in names.iter().flatten() {
+            for (name, symlink) in names.iter().flatten() {
                 if gopath::glob_match(glob, name) != Ok(true) {
                     continue;
+                }
+                if *symlink {
+                    self.symlinked.insert(pattern.dir.clone());
                 }
                 let path = gopath::join(&pattern.dir, name);
                 let signature = match std::fs::metadata(&path) {
@@ -247,6 +257,84 @@ impl Scanner {
             scan.parts.push(Part::removed(path));
         }
         for (path, (signature, origin)) in listing.found {
+            self.look_at(path, signature, origin, reread_all, &mut scan);
+        }
+        scan
+    }
+
+    /// Looks at just the files `focus` names, if that is enough to know
+    /// what changed: not when an event named something else where served
+    /// names are symlinks, a listing is failing, or a literal pattern is
+    /// involved. `None`: call [`Scanner::scan`] instead.
+    pub fn scan_focused(&mut self, focus: &Focus) -> Option<Scan> {
+        let symlinked = |dir: &Path| self.symlinked.iter().any(|d| Path::new(d) == dir);
+        if focus.everything
+            || !self.failed.is_empty()
+            || focus.other_dirs.iter().any(|d| symlinked(d))
+        {
+            return None;
+        }
+        let mut named: BTreeMap<String, String> = BTreeMap::new();
+        for file in &focus.files {
+            let (Some(dir), Some(name)) =
+                (file.parent(), file.file_name().and_then(|n| n.to_str()))
+            else {
+                return None;
+            };
+            for pattern in &self.patterns {
+                match &pattern.name {
+                    None if Path::new(&pattern.raw) == file => return None,
+                    Some(glob)
+                        if Path::new(&pattern.dir) == dir
+                            && gopath::glob_match(glob, name) == Ok(true) =>
+                    {
+                        named
+                            .entry(gopath::join(&pattern.dir, name))
+                            .or_insert_with(|| pattern.dir.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut scan = Scan::default();
+        for (path, origin) in named {
+            if is_symlink(&path) {
+                // A new symlink: from now on its target can change
+                // without an event naming it.
+                self.symlinked.insert(origin.clone());
+            }
+            // As a listing sees it. `None`: gone (deleted, or a directory
+            // now); `Some(None)`: there but not stat-able (a dangling
+            // symlink, often mid-swap), which keeps its groups.
+            let seen = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => None,
+                Ok(meta) => Some(Some(Signature::of(&meta))),
+                Err(e) if e.kind() == ErrorKind::NotFound && !is_symlink(&path) => None,
+                Err(_) => Some(None),
+            };
+            match seen {
+                Some(signature) => self.look_at(path, signature, origin, false, &mut scan),
+                None => {
+                    if self.files.remove(&path).is_some() {
+                        scan.parts.push(Part::removed(path));
+                    }
+                }
+            }
+        }
+        Some(scan)
+    }
+
+    /// Reads `path` if its signature says it changed (or `reread_all`)
+    /// and records what it holds now.
+    fn look_at(
+        &mut self,
+        path: String,
+        signature: Option<Signature>,
+        origin: String,
+        reread_all: bool,
+        scan: &mut Scan,
+    ) {
+        {
             let known = self.files.get(&path);
             let unchanged = known.is_some_and(|f| {
                 f.signature == signature
@@ -254,7 +342,7 @@ impl Scanner {
                     && f.error.as_ref().is_none_or(|e| e.kind == "parse")
             });
             if unchanged && !reread_all {
-                continue;
+                return;
             }
             scan.reads += 1;
             let result = read(&path, signature, self.max_input)
@@ -280,7 +368,6 @@ impl Scanner {
                 },
             );
         }
-        scan
     }
 
     /// Whether the last scan met errors that may go away by themselves (a
@@ -343,12 +430,16 @@ impl Scanner {
 }
 
 /// The names in `dir`; any error while listing fails the whole listing
-/// (a partial listing would remove the files it missed).
-fn read_names(dir: &str) -> std::io::Result<Vec<String>> {
+/// (a partial listing would remove the files it missed). Each name comes
+/// with whether it is a symlink (or of unknown type), which the directory
+/// entry tells without a `stat` on most filesystems.
+fn read_names(dir: &str) -> std::io::Result<Vec<(String, bool)>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        if let Ok(name) = entry?.file_name().into_string() {
-            names.push(name);
+        let entry = entry?;
+        let symlink = entry.file_type().map_or(true, |t| t.is_symlink());
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push((name, symlink));
         }
     }
     Ok(names)
@@ -394,6 +485,70 @@ mod tests {
     use super::*;
     use crate::source::file::FILEPATH_LABEL;
     use crate::targetgroup::{LabelSet, TargetGroup};
+
+    /// Issue 12: the files events name are looked at alone; a rename-over,
+    /// a new file and a delete come out as a full scan would see them, and
+    /// the scanner declines where only a listing can tell.
+    #[test]
+    fn a_focused_scan_sees_what_a_full_one_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let path = |n: &str| format!("{d}/{n}");
+        for n in ["a", "b", "c"] {
+            std::fs::write(
+                path(&format!("{n}.json")),
+                format!(r#"[{{"targets":["{n}"]}}]"#),
+            )
+            .unwrap();
+        }
+        let mut scanner = Scanner::new(&[format!("{d}/*.json")]);
+        assert_eq!(scanner.scan(false).parts.len(), 3);
+        let focus = |files: &[&str]| Focus {
+            files: files.iter().map(|f| PathBuf::from(path(f))).collect(),
+            ..Focus::default()
+        };
+        std::fs::write(path("a.tmp"), r#"[{"targets":["a2"]}]"#).unwrap();
+        std::fs::rename(path("a.tmp"), path("a.json")).unwrap();
+        std::fs::write(path("d.json"), r#"[{"targets":["d"]}]"#).unwrap();
+        std::fs::remove_file(path("b.json")).unwrap();
+        let mut other = focus(&["a.json", "b.json", "d.json", "c.json"]);
+        other.other_dirs.insert(dir.path().to_path_buf());
+        let scan = scanner.scan_focused(&other).expect("no symlinks here");
+        let summary: Vec<(String, Vec<String>)> = scan
+            .parts
+            .iter()
+            .map(|p| {
+                let targets = p.fragment.parse().into_iter().flat_map(|g| g.targets);
+                (p.key.clone(), targets.collect())
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (path("a.json"), vec!["a2".to_string()]),
+                (path("b.json"), vec![]),
+                (path("d.json"), vec!["d".to_string()]),
+            ],
+            "c.json is unchanged and not read"
+        );
+        assert_eq!(scan.reads, 2);
+        assert!(scanner.scan(false).parts.is_empty(), "a full scan agrees");
+        // Served names that are symlinks: a change to anything else in the
+        // directory may change them (Kubernetes' `..data`).
+        std::os::unix::fs::symlink(path("c.json"), path("e.json")).unwrap();
+        assert_eq!(scanner.scan(false).parts.len(), 1);
+        assert!(scanner.scan_focused(&other).is_none());
+        assert!(scanner.scan_focused(&focus(&["a.json"])).is_some());
+        let everything = Focus {
+            everything: true,
+            ..Focus::default()
+        };
+        assert!(scanner.scan_focused(&everything).is_none());
+        // A literal pattern is left to the listing.
+        let mut literal = Scanner::new(&[path("a.json")]);
+        literal.scan(false);
+        assert!(literal.scan_focused(&focus(&["a.json"])).is_none());
+    }
 
     #[test]
     fn scanner_forms_paths_like_go_glob() {

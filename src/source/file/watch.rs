@@ -43,6 +43,24 @@ pub struct Events {
     /// file closing does not, and rescanning for it would delay the rename
     /// that follows.
     served: Vec<(PathBuf, String)>,
+    /// What the events since the last [`Events::take_focus`] named.
+    focus: Mutex<Focus>,
+}
+
+/// The files events named since the last round, so that the round can
+/// stat and read just those instead of listing every directory and
+/// stat'ing every file in it (36 ms of CPU per change at 10,000 files).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Focus {
+    /// Files that could be served, named by an event.
+    pub files: BTreeSet<PathBuf>,
+    /// Pattern directories in which an event named something that cannot
+    /// be served (an editor's temporary file, Kubernetes' `..data`): it
+    /// matters only where served files are symlinks.
+    pub other_dirs: BTreeSet<PathBuf>,
+    /// An event the named files cannot account for (events lost, one in a
+    /// directory that is no pattern's, a watch ending): list everything.
+    pub everything: bool,
 }
 
 /// How an event bears on what is served.
@@ -76,12 +94,14 @@ impl Events {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(error = %e, "file watcher error; watching again");
+                lock(&self.focus).everything = true;
                 self.lost.store(true, Ordering::Relaxed);
                 self.wake.notify_one();
                 return;
             }
         };
         if event.need_rescan() {
+            lock(&self.focus).everything = true;
             self.lost.store(true, Ordering::Relaxed);
             self.urgent.store(true, Ordering::Relaxed);
             self.wake.notify_one();
@@ -108,7 +128,38 @@ impl Events {
         if relevance == Relevance::Complete && event.paths.iter().any(|p| self.could_serve(p)) {
             self.urgent.store(true, Ordering::Relaxed);
         }
+        self.note(&event.paths);
         self.wake.notify_one();
+    }
+
+    /// Adds what an event's `paths` name to the focus.
+    fn note(&self, paths: &[PathBuf]) {
+        let watched = lock(&self.watched);
+        let mut focus = lock(&self.focus);
+        if paths.is_empty() {
+            focus.everything = true;
+        }
+        for path in paths {
+            if watched.contains(path) {
+                // A watched directory itself moved or went away: what it
+                // served must be looked for again.
+                focus.everything = true;
+            } else if self.could_serve(path) {
+                focus.files.insert(path.clone());
+                continue;
+            }
+            match path.parent() {
+                Some(dir) if self.served.iter().any(|(d, _)| d == dir) => {
+                    focus.other_dirs.insert(dir.to_path_buf());
+                }
+                _ => focus.everything = true,
+            }
+        }
+    }
+
+    /// Takes what events named since the last call.
+    pub fn take_focus(&self) -> Focus {
+        std::mem::take(&mut *lock(&self.focus))
     }
 
     /// Events for the patterns `served` ((directory, file-name glob) pairs).
@@ -265,6 +316,54 @@ mod tests {
         ];
         for kind in change {
             assert_eq!(relevance(&kind), Relevance::Change, "{kind:?}");
+        }
+    }
+
+    /// Issue 12: a change costs a look at the files events named; what
+    /// the names cannot account for lists everything.
+    #[test]
+    fn events_name_the_files_to_look_at() {
+        let events = Events::new(vec![(PathBuf::from("/sd"), "*.json".to_string())]);
+        lock(&events.watched).extend([PathBuf::from("/sd"), PathBuf::from("/other")]);
+        let event = |kind, paths: &[&str]| {
+            let mut e = Event::new(kind);
+            for p in paths {
+                e = e.add_path(PathBuf::from(p));
+            }
+            Ok(e)
+        };
+        let write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        // An editor's save: a temporary file, renamed over the served one.
+        events.handle(event(
+            EventKind::Create(CreateKind::File),
+            &["/sd/a.json.tmp"],
+        ));
+        events.handle(event(write, &["/sd/a.json.tmp"]));
+        events.handle(event(rename, &["/sd/a.json.tmp", "/sd/a.json"]));
+        events.handle(event(EventKind::Remove(RemoveKind::File), &["/sd/b.json"]));
+        // Reads are not news.
+        events.handle(event(EventKind::Access(AccessKind::Read), &["/sd/c.json"]));
+        assert_eq!(
+            events.take_focus(),
+            Focus {
+                files: BTreeSet::from([PathBuf::from("/sd/a.json"), PathBuf::from("/sd/b.json")]),
+                other_dirs: BTreeSet::from([PathBuf::from("/sd")]),
+                everything: false,
+            }
+        );
+        assert_eq!(events.take_focus(), Focus::default(), "taken");
+        let everything = [
+            event(write, &["/other/x.json"]),
+            event(EventKind::Remove(RemoveKind::Folder), &["/sd"]),
+            event(EventKind::Any, &[]),
+            Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)),
+            Err(notify::Error::generic("queue overflow")),
+        ];
+        for e in everything {
+            let shown = format!("{e:?}");
+            events.handle(e);
+            assert!(events.take_focus().everything, "{shown}");
         }
     }
 
