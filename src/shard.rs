@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::snapshot::{Piece, Rendered};
+use crate::snapshot::Rendered;
 
 /// Largest `of` accepted (CONTRACT section 4).
 pub const MAX_MODULUS: u64 = 1024;
@@ -141,20 +141,10 @@ struct GroupOut<'a> {
 fn split(parent: &Rendered, modulus: u64) -> Vec<Arc<Rendered>> {
     let mut bodies: Vec<(Vec<u8>, usize, usize)> =
         (0..modulus).map(|_| (b"[".to_vec(), 0, 0)).collect();
-    // One piece at a time, so only a part's groups are parsed at once.
-    let mut array = Vec::new();
-    for piece in &parent.pieces {
-        let groups = match piece {
-            Piece::Part { fragment, job, .. } => fragment.served_joined(true, job),
-            Piece::Raw(raw) => raw.clone(),
-            Piece::Open | Piece::Comma | Piece::Close => continue,
-        };
-        array.clear();
-        array.push(b'[');
-        array.extend_from_slice(&groups);
-        array.push(b']');
+    // One part at a time, so only a part's groups are parsed at once.
+    parent.for_each_array(|array| {
         // The pieces are ours, serialized by a source; they always parse.
-        let groups: Vec<GroupIn<'_>> = serde_json::from_slice(&array).unwrap_or_default();
+        let groups: Vec<GroupIn<'_>> = serde_json::from_slice(array).unwrap_or_default();
         let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); modulus as usize];
         for group in &groups {
             for target in &group.targets {
@@ -177,7 +167,7 @@ fn split(parent: &Rendered, modulus: u64) -> Vec<Arc<Rendered>> {
                 let _ = serde_json::to_writer(&mut *body, &out);
             }
         }
-    }
+    });
     bodies
         .into_iter()
         .map(|(mut body, groups, targets)| {

@@ -237,6 +237,25 @@ impl Rendered {
         })
     }
 
+    /// Calls `f` with each piece's groups as a JSON array of their own, in
+    /// order: readers of the body (shards, the targets page) parse one part
+    /// at a time instead of a copy of the whole body.
+    pub fn for_each_array(&self, mut f: impl FnMut(&[u8])) {
+        let mut array = Vec::new();
+        for piece in &self.pieces {
+            let groups = match piece {
+                Piece::Part { fragment, job, .. } => fragment.served_joined(true, job),
+                Piece::Raw(raw) => raw.clone(),
+                Piece::Open | Piece::Comma | Piece::Close => continue,
+            };
+            array.clear();
+            array.push(b'[');
+            array.extend_from_slice(&groups);
+            array.push(b']');
+            f(&array);
+        }
+    }
+
     /// Compresses the body if not done yet, with no chunks to reuse
     /// (shards, tests).
     pub fn compress(&self) -> &Chain {
