@@ -52,6 +52,9 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
 /// be given: flow nesting deeper than [`MAX_DEPTH`], or a tag directly
 /// followed by `,` in a flow collection.
 pub fn refused(text: &str) -> Option<(usize, usize, Refusal)> {
+    // libyaml's reader takes a leading byte-order mark off before it
+    // counts columns (and it is no token start).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bytes = text.as_bytes();
     let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
     let mut seen_content = false;
@@ -147,6 +150,9 @@ mod tests {
     fn deep_flow_nesting_is_refused_before_parsing() {
         assert_eq!(too_deep(&"{a: ".repeat(100_000)), Some((1, 4 * 128 + 1)));
         assert_eq!(too_deep(&"[".repeat(1_000_000)), Some((1, 129)));
+        // After a byte-order mark (UTF-16 input arrives decoded, with one).
+        let bom = format!("\u{feff}{}", "[".repeat(1_000));
+        assert_eq!(too_deep(&bom), Some((1, 129)));
         let nested = format!("- targets: []\n  labels: {}", "[".repeat(200));
         assert_eq!(too_deep(&nested), Some((2, 11 + 128)));
         // At the limit: left to the parser.
@@ -176,6 +182,10 @@ mod tests {
         assert_eq!(
             refused("a: {k: !!str,}"),
             Some((1, 8, Refusal::TagThenComma))
+        );
+        assert_eq!(
+            refused("\u{feff}[!x, b]"),
+            Some((1, 2, Refusal::TagThenComma))
         );
         assert_eq!(refused("a: [!x b, c]"), None);
         assert_eq!(refused("a: !x,b"), None);
