@@ -93,6 +93,18 @@ struct Frame {
 /// or UTF-16 with one, as libyaml reads them); later documents are never
 /// read, as in yaml.v2. An empty stream is a null document.
 pub(crate) fn compose(input: &[u8]) -> Result<Node, YamlError> {
+    // Defence in depth: a libyaml-safer panic the checks below miss is an
+    // error, not a crashed task. (A fuzz build aborts in its panic hook
+    // before unwinding gets here, so fuzzing still reports it.)
+    std::panic::catch_unwind(|| compose_checked(input)).unwrap_or_else(|_| {
+        Err(YamlError::at(
+            Mark::default(),
+            "the YAML parser failed on this input (a libyaml-safer bug)".into(),
+        ))
+    })
+}
+
+fn compose_checked(input: &[u8]) -> Result<Node, YamlError> {
     let decoded = from_utf16(input)?;
     let input = decoded.as_deref().map_or(input, str::as_bytes);
     let text = check_utf8(input)?;
