@@ -10,6 +10,7 @@
 //! resolution.
 
 mod de;
+mod eof;
 mod resolve;
 mod tree;
 
@@ -87,16 +88,6 @@ impl Document {
     /// byte-order mark, or UTF-16 with one); later documents are not read,
     /// as in yaml.v2. An empty stream is a null document.
     pub fn parse(input: &[u8]) -> Result<Document, YamlError> {
-        // The scanner's work per token grows with the flow depth, and
-        // libyaml-safer panics on a tag before a flow comma: refuse both
-        // before scanning (found by fuzzing).
-        if let Some((line, column, refusal)) = depth::refused(&String::from_utf8_lossy(input)) {
-            return Err(YamlError {
-                line,
-                column,
-                message: refusal.message(),
-            });
-        }
         tree::compose(input).map(|root| Document { root })
     }
 
@@ -334,6 +325,24 @@ mod tests {
         }
         let j: Job = from_slice(b"\xef\xbb\xbfjob_name: a\n").unwrap();
         assert_eq!(j.job_name, "a");
+    }
+
+    /// The pre-parse checks once ran on the raw bytes, so UTF-16 input
+    /// reached libyaml-safer's `panic!` on a tag before a flow comma.
+    #[test]
+    fn utf16_gets_the_pre_parse_checks_too() {
+        let utf16 =
+            |text: &str| -> Vec<u8> { text.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+        let e = from_slice::<serde_json::Value>(&utf16("\u{feff}a:\n  [!x, b]\n")).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 4));
+        assert!(e.message.contains("tag"), "{}", e.message);
+        let deep = format!("\u{feff}{}", "[".repeat(200));
+        let e = from_slice::<serde_json::Value>(&utf16(&deep)).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 129));
+        assert!(e.message.contains("levels deep"), "{}", e.message);
+        let v: std::collections::BTreeMap<String, String> =
+            from_slice(&utf16("\u{feff}a: |\n  x")).unwrap();
+        assert_eq!(v["a"], "x");
     }
 
     #[test]

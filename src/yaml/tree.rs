@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use libyaml_safer::{EventData, Parser, ScalarStyle};
 
-use super::YamlError;
+use super::{depth, eof, YamlError};
 
 /// Deeper nesting is refused: deserializing recurses once per level.
 pub(crate) const MAX_DEPTH: usize = 128;
@@ -93,10 +93,30 @@ struct Frame {
 /// or UTF-16 with one, as libyaml reads them); later documents are never
 /// read, as in yaml.v2. An empty stream is a null document.
 pub(crate) fn compose(input: &[u8]) -> Result<Node, YamlError> {
+    // Defence in depth: a libyaml-safer panic the checks below miss is an
+    // error, not a crashed task. (A fuzz build aborts in its panic hook
+    // before unwinding gets here, so fuzzing still reports it.)
+    std::panic::catch_unwind(|| compose_checked(input)).unwrap_or_else(|_| {
+        Err(YamlError::at(
+            Mark::default(),
+            "the YAML parser failed on this input (a libyaml-safer bug)".into(),
+        ))
+    })
+}
+
+fn compose_checked(input: &[u8]) -> Result<Node, YamlError> {
     let decoded = from_utf16(input)?;
     let input = decoded.as_deref().map_or(input, str::as_bytes);
-    check_utf8(input)?;
-    let mut bytes = input;
+    let text = check_utf8(input)?;
+    // The scanner's work per token grows with the flow depth, and
+    // libyaml-safer panics on a tag before a flow comma: refuse both
+    // before scanning (found by fuzzing), on the decoded text (UTF-16
+    // input once slipped past the check).
+    if let Some((line, column, refusal)) = depth::refused(text) {
+        return Err(YamlError::at(Mark { line, column }, refusal.message()));
+    }
+    let (text, ending) = eof::terminate(text);
+    let mut bytes = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut bytes);
     let mut anchors: HashMap<String, Rc<Node>> = HashMap::new();
@@ -134,10 +154,13 @@ pub(crate) fn compose(input: &[u8]) -> Result<Node, YamlError> {
             EventData::Scalar {
                 anchor,
                 tag,
-                value,
+                mut value,
                 style,
                 ..
             } => {
+                if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                    ending.trim(event.end_mark.index, &mut value);
+                }
                 let node = Node {
                     kind: Kind::Scalar(Scalar {
                         value,
@@ -262,9 +285,9 @@ fn from_utf16(input: &[u8]) -> Result<Option<String>, YamlError> {
 
 /// libyaml's reader refuses invalid UTF-8 (as yaml.v2's does) but names
 /// only a byte offset; this names the line and column.
-fn check_utf8(input: &[u8]) -> Result<(), YamlError> {
+fn check_utf8(input: &[u8]) -> Result<&str, YamlError> {
     match std::str::from_utf8(input) {
-        Ok(_) => Ok(()),
+        Ok(text) => Ok(text),
         Err(e) => {
             let valid = &input[..e.valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
