@@ -172,6 +172,9 @@ fn split(parent: &Rendered, modulus: u64) -> Vec<Arc<Rendered>> {
         .into_iter()
         .map(|(mut body, groups, targets)| {
             body.push(b']');
+            // Kept as long as the body: without the growth slack, which
+            // `Bytes` would keep (up to half of a grown `Vec`).
+            body.shrink_to_fit();
             Rendered::derived(Bytes::from(body), groups, targets, parent)
         })
         .collect()
