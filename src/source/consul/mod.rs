@@ -21,6 +21,11 @@
 //! - `/v1/health/state/any`: every check with its `ModifyIndex`, so a
 //!   changed, new or removed check names the service it belongs to (a node
 //!   check names the node, hence the served services with instances there).
+//!   With an explicit `services` list it asks only for those services'
+//!   checks and the node checks (`filter=ServiceName == "" or ServiceName
+//!   == "a" ...`, [`client::checks_filter`]): Consul still wakes it on
+//!   every check change (its index is the checks table's), but a change
+//!   elsewhere costs one small answer and no service read.
 //!
 //! On a wake-up (debounced by [`watch::DEBOUNCE`]) it computes the dirty
 //! set: new services, services whose tags changed, services with a changed

@@ -284,6 +284,8 @@ struct Watcher {
     catalog: Option<BTreeMap<String, Vec<String>>>,
     catalog_index: u64,
     checks: Option<Checks>,
+    /// Index of the last health-state answer.
+    health_index: u64,
     /// Check indexes recently seen changing.
     touched: VecDeque<u64>,
     /// A catalog index move not explained yet.
@@ -398,7 +400,21 @@ impl Watcher {
                         }
                         dirty.extend(diff.dirty);
                         self.remember_touched(diff.touched);
+                        // A filtered answer hides other services' checks,
+                        // but its index still moves with the checks table:
+                        // the move says a write at that index touched a
+                        // check, as an unfiltered answer would show, so a
+                        // catalog move at the same index (another
+                        // service's registration) is explained. Not with
+                        // `node_meta`: that index also moves with nodes.
+                        if self.client.checks_filter.is_some()
+                            && self.config.node_meta.is_empty()
+                            && index != self.health_index
+                        {
+                            self.remember_touched([index]);
+                        }
                     }
+                    self.health_index = index;
                     self.checks = Some(new);
                 }
             }
@@ -631,6 +647,7 @@ pub(super) async fn run(
         catalog: None,
         catalog_index: 0,
         checks: None,
+        health_index: 0,
         touched: VecDeque::new(),
         unexplained: None,
         services: BTreeMap::new(),
