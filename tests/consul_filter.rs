@@ -1,7 +1,8 @@
-//! `consul_sd_configs` with an explicit `services:` list: the health watch
-//! asks Consul only for those services' checks and the node checks
-//! (`filter` on `/v1/health/state/any`), so a check change elsewhere in the
-//! datacenter costs one small answer and no service read.
+//! `consul_sd_configs` with an explicit `services:` list. One service is
+//! watched alone (a blocking `/v1/health/service/<name>`): a check change
+//! elsewhere in the datacenter costs nothing. Several are watched through
+//! `/v1/health/state/any` filtered to their checks and the node checks: a
+//! change elsewhere costs one small answer and no service read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,12 +46,29 @@ fn health_state_filters(c: &FakeConsul) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn consul_explicit_services_ignore_other_services_checks() {
+/// How an explicit list is watched: one service alone, or several through
+/// the filtered health-state watch.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    PerService,
+    Filtered,
+}
+
+impl Mode {
+    /// The entry's lines selecting `web` in this mode.
+    fn lines(self) -> &'static [&'static str] {
+        match self {
+            Mode::PerService => &["services: [web]"],
+            Mode::Filtered => &["services: [web, absent]"],
+        }
+    }
+}
+
+fn ignores_other_services_checks(mode: Mode) {
     let c = FakeConsul::start();
     two_services(&c);
     let dir = Dir::new();
-    let bridge = Bridge::start(&config(&dir, &[("j", &c, &["services: [web]"])]));
+    let bridge = Bridge::start(&config(&dir, &[("j", &c, mode.lines())]));
     let path = "/http_sd/j";
     let passing = |b: &str| {
         instances(b)
@@ -67,44 +85,61 @@ fn consul_explicit_services_ignore_other_services_checks() {
         passing,
     );
     let filters = health_state_filters(&c);
-    assert!(!filters.is_empty());
-    assert!(
-        filters
-            .iter()
-            .all(|f| f == r#"ServiceName == "" or ServiceName == "web""#),
-        "{filters:?}"
-    );
+    match mode {
+        Mode::PerService => assert!(filters.is_empty(), "{filters:?}"),
+        Mode::Filtered => {
+            assert!(!filters.is_empty());
+            assert!(
+                filters.iter().all(|f| f
+                    == r#"ServiceName == "" or ServiceName == "absent" or ServiceName == "web""#),
+                "{filters:?}"
+            );
+        }
+    }
 
     // A check of the unselected service flips.
     wait_armed(&c, 2);
     let before = bridge.get(path);
     c.reset_stats();
     c.set_check_status("n1", "service:db-1", "critical");
-    // The health watch answers (Consul's index for health/state is the
-    // whole checks table's) and is re-armed; nothing else is asked for.
-    poll_until(Duration::from_secs(10), "health watch re-armed", || {
-        let s = c.stats();
-        (s.by_endpoint.get("health/state").copied().unwrap_or(0) >= 1 && s.blocking_in_flight >= 2)
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = c.stats();
-    assert_eq!(stats.by_endpoint.get("health/service"), None, "{stats:?}");
-    assert_eq!(stats.requests, 1, "{stats:?}");
+    match mode {
+        Mode::PerService => {
+            // Consul's index for health/service/web does not move: no
+            // watch wakes.
+            std::thread::sleep(Duration::from_millis(600));
+            let stats = c.stats();
+            assert_eq!(stats.requests, 0, "{stats:?}");
+        }
+        Mode::Filtered => {
+            // The health watch answers (Consul's index for health/state is
+            // the whole checks table's) and is re-armed; nothing else is
+            // asked for.
+            poll_until(Duration::from_secs(10), "health watch re-armed", || {
+                let s = c.stats();
+                (s.by_endpoint.get("health/state").copied().unwrap_or(0) >= 1
+                    && s.blocking_in_flight >= 2)
+                    .then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let stats = c.stats();
+            assert_eq!(stats.by_endpoint.get("health/service"), None, "{stats:?}");
+            assert_eq!(stats.requests, 1, "{stats:?}");
+            // What came back is the web and node checks, not db's.
+            let filtered = stats.bytes_by_endpoint["health/state"];
+            let everything = crate::util::request(c.addr(), "GET", "/v1/health/state/any", &[]);
+            assert!(
+                (filtered as usize) < everything.body.len(),
+                "{filtered} bytes, unfiltered {}",
+                everything.body.len()
+            );
+        }
+    }
     let after = bridge.get(path);
     assert_eq!(after.header("etag"), before.header("etag"));
     assert_eq!(after.text(), before.text());
-    // What came back is the web and node checks, not db's.
-    let filtered = stats.bytes_by_endpoint["health/state"];
-    let everything = crate::util::request(c.addr(), "GET", "/v1/health/state/any", &[]);
-    assert!(
-        (filtered as usize) < everything.body.len(),
-        "{filtered} bytes, unfiltered {}",
-        everything.body.len()
-    );
 
-    // A check of a selected instance still reaches the body, with one read
-    // of that service; never one of db.
+    // A check of a selected instance still reaches the body; db is never
+    // read.
     c.set_check_status("n2", "service:web-2", "warning");
     wait_served(
         &bridge,
@@ -121,39 +156,48 @@ fn consul_explicit_services_ignore_other_services_checks() {
 }
 
 #[test]
+fn consul_one_watch_per_service_ignores_other_services_checks() {
+    ignores_other_services_checks(Mode::PerService);
+}
+
+#[test]
+fn consul_filtered_health_watch_ignores_other_services_checks() {
+    ignores_other_services_checks(Mode::Filtered);
+}
+
+#[test]
 fn consul_explicit_services_follow_node_checks() {
-    let c = FakeConsul::start();
-    two_services(&c);
-    let dir = Dir::new();
-    let bridge = Bridge::start(&config(&dir, &[("j", &c, &["services: [web]"])]));
-    let path = "/http_sd/j";
-    let health = |b: &str| {
-        instances(b)
-            .into_iter()
-            .map(|(_, _, h)| h)
-            .collect::<Vec<_>>()
-    };
-    wait_served(&bridge, path, Duration::from_secs(10), "synced", |b| {
-        health(b) == ["passing", "passing"]
-    });
-    wait_armed(&c, 2);
-    c.set_check_status("n2", "serfHealth", "critical");
-    wait_served(&bridge, path, Duration::from_secs(10), "n2 down", |b| {
-        health(b) == ["passing", "critical"]
-    });
-    c.set_node_maintenance("n1", true);
-    wait_served(
-        &bridge,
-        path,
-        Duration::from_secs(10),
-        "n1 in maintenance",
-        |b| health(b) == ["maintenance", "critical"],
-    );
-    c.set_check_status("n2", "serfHealth", "passing");
-    c.set_node_maintenance("n1", false);
-    wait_served(&bridge, path, Duration::from_secs(10), "both back", |b| {
-        health(b) == ["passing", "passing"]
-    });
+    for mode in [Mode::PerService, Mode::Filtered] {
+        let c = FakeConsul::start();
+        two_services(&c);
+        let dir = Dir::new();
+        let bridge = Bridge::start(&config(&dir, &[("j", &c, mode.lines())]));
+        let path = "/http_sd/j";
+        let health = |b: &str| {
+            instances(b)
+                .into_iter()
+                .map(|(_, _, h)| h)
+                .collect::<Vec<_>>()
+        };
+        let wait = |what: &str, want: [&str; 2]| {
+            wait_served(
+                &bridge,
+                path,
+                Duration::from_secs(10),
+                &format!("{mode:?}: {what}"),
+                |b| health(b) == want,
+            )
+        };
+        wait("synced", ["passing", "passing"]);
+        wait_armed(&c, 2);
+        c.set_check_status("n2", "serfHealth", "critical");
+        wait("n2 down", ["passing", "critical"]);
+        c.set_node_maintenance("n1", true);
+        wait("n1 in maintenance", ["maintenance", "critical"]);
+        c.set_check_status("n2", "serfHealth", "passing");
+        c.set_node_maintenance("n1", false);
+        wait("both back", ["passing", "passing"]);
+    }
 }
 
 /// The groups of `body` whose service is in `services`, without the job
@@ -169,9 +213,10 @@ fn selected(body: &str, services: &[&str]) -> Vec<(Vec<String>, BTreeMap<String,
         .collect()
 }
 
-/// The filtered watcher serves what the unfiltered one serves for the
-/// same services, through service check, node check and catalog changes;
-/// a name holding `"` (written as a raw bexpr string) included.
+/// The filtered health watch and the per-service watch serve what the
+/// unfiltered watcher serves for the same services, through service
+/// check, node check and catalog changes; a name holding `"` (a raw bexpr
+/// string in the filter, `%22` in the path) included.
 #[test]
 fn consul_explicit_services_serve_what_the_full_watch_serves() {
     let c = FakeConsul::start();
@@ -185,34 +230,39 @@ fn consul_explicit_services_serve_what_the_full_watch_serves() {
         &dir,
         &[
             ("all", &c, &[]),
-            ("some", &c, &["services: [web, 'odd\"name\\x', absent]"]),
+            ("filtered", &c, &["services: [web, 'odd\"name\\x', absent]"]),
+            ("web", &c, &["services: [web]"]),
+            ("odd", &c, &["services: ['odd\"name\\x']"]),
         ],
     ));
-    let wanted = ["web", odd];
     type Groups = Vec<(Vec<String>, BTreeMap<String, String>)>;
     let health = |g: &Groups, id: &str| {
         g.iter()
             .find(|(_, l)| l["__meta_consul_service_id"] == id)
             .map(|(_, l)| l["__meta_consul_health"].clone())
     };
-    // Both jobs serve the same groups for the selected services, once
-    // `done` holds for them.
+    // Every job serves what `all` serves of its services, once `done`
+    // holds for `all`.
     let same = |what: &str, done: &dyn Fn(&Groups) -> bool| {
         poll_until(Duration::from_secs(10), what, || {
-            let all = selected(&bridge.get("/http_sd/all").text(), &wanted);
-            let some = selected(&bridge.get("/http_sd/some").text(), &wanted);
-            (all == some && done(&some)).then_some(some)
+            let job = |j: &str, services: &[&str]| {
+                selected(&bridge.get(&format!("/http_sd/{j}")).text(), services)
+            };
+            let all = job("all", &["web", odd]);
+            let agree = all == job("filtered", &["web", odd])
+                && job("all", &["web"]) == job("web", &["web"])
+                && job("all", &[odd]) == job("odd", &[odd]);
+            (agree && done(&all)).then_some(all)
         })
     };
     let first = same("first sync", &|g| g.len() == 3);
     assert_eq!(health(&first, "odd-1").as_deref(), Some("warning"));
+    let filters = health_state_filters(&c);
+    let want = r#"ServiceName == "" or ServiceName == "absent" or ServiceName == `odd"name\x` or ServiceName == "web""#;
+    assert!(filters.iter().any(|f| f == want), "{filters:?}");
     assert!(
-        health_state_filters(&c)
-            .iter()
-            .any(|f| f
-                == r#"ServiceName == "" or ServiceName == "absent" or ServiceName == `odd"name\x` or ServiceName == "web""#),
-        "{:?}",
-        health_state_filters(&c)
+        filters.iter().all(|f| f == want || f.is_empty()),
+        "only the 3-service job watches health/state with a filter: {filters:?}"
     );
     c.set_check_status("n2", "service:odd-1", "passing");
     same("odd check flipped", &|g| {

@@ -300,6 +300,23 @@ impl Client {
         &self,
         name: &str,
     ) -> Result<Vec<super::labels::ServiceEntry>, ConsulError> {
+        Ok(self.health_service_query(name, None).await?.body)
+    }
+
+    /// The same, blocking on `index` (per-service watches).
+    pub async fn health_service_blocking(
+        &self,
+        name: &str,
+        index: u64,
+    ) -> Result<Answer<Vec<super::labels::ServiceEntry>>, ConsulError> {
+        self.health_service_query(name, Some(index)).await
+    }
+
+    async fn health_service_query(
+        &self,
+        name: &str,
+        blocking: Option<u64>,
+    ) -> Result<Answer<Vec<super::labels::ServiceEntry>>, ConsulError> {
         let mut params = self.base_params();
         for tag in &self.config.tags {
             params.push(("tag", tag.clone()));
@@ -308,10 +325,8 @@ impl Client {
             params.push(("filter", self.config.health_filter.clone()));
         }
         let path = format!("/v1/health/service/{}", utf8_percent_encode(name, SEGMENT));
-        Ok(self
-            .get("health_service", &path, params, None, None)
-            .await?
-            .body)
+        self.get("health_service", &path, params, blocking, None)
+            .await
     }
 
     /// The auth headers, read now (credential files may be rotated); file

@@ -27,6 +27,12 @@
 //!   every check change (its index is the checks table's), but a change
 //!   elsewhere costs one small answer and no service read.
 //!
+//! When `services` names a single service, the watcher instead runs
+//! Prometheus's own query for it, a blocking `/v1/health/service/<name>`,
+//! next to the catalog watch ([`per_service`]): still two connections,
+//! and Consul's index for that query moves only with that service, so a
+//! change elsewhere in the datacenter costs nothing.
+//!
 //! On a wake-up (debounced by [`watch::DEBOUNCE`]) it computes the dirty
 //! set: new services, services whose tags changed, services with a changed
 //! check, services on a node whose node check changed; a node check
@@ -82,6 +88,7 @@ pub mod client;
 pub mod config;
 pub mod labels;
 
+pub mod per_service;
 pub mod watch;
 
 #[cfg(test)]
