@@ -138,6 +138,27 @@ fn ignores_other_services_checks(mode: Mode) {
     assert_eq!(after.header("etag"), before.header("etag"));
     assert_eq!(after.text(), before.text());
 
+    // Another service's instance registers with its check: the catalog
+    // watch wakes, and in filtered mode the health answer, whose index
+    // moved with that check, explains the catalog move (regression: the
+    // filtered answer hid the check, so after the 1 s grace every selected
+    // service was re-read).
+    wait_armed(&c, 2);
+    c.reset_stats();
+    c.register_with_check(ServiceInstance::new("n2", "db", 9100).id("db-2"), "passing");
+    poll_until(Duration::from_secs(10), "catalog watch re-armed", || {
+        let s = c.stats();
+        (s.by_endpoint.get("catalog/services").copied().unwrap_or(0) >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = c.stats();
+    assert_eq!(
+        stats.by_endpoint.get("health/service"),
+        None,
+        "{mode:?}: {stats:?}"
+    );
+    assert_eq!(bridge.get(path).text(), before.text());
+
     // A check of a selected instance still reaches the body; db is never
     // read.
     c.set_check_status("n2", "service:web-2", "warning");

@@ -394,6 +394,9 @@ struct Catalog {
     index_shift: u64,
     restore_epoch: u64,
     faults: Vec<(String, Fault)>,
+    /// The index of the write in progress, when several mutations form one
+    /// Raft write (a registration carrying its check).
+    txn: Option<u64>,
 }
 
 struct Shared {
@@ -447,6 +450,9 @@ fn node_id(name: &str) -> String {
 
 impl Catalog {
     fn bump(&mut self) -> u64 {
+        if let Some(idx) = self.txn {
+            return idx;
+        }
         self.index += 1;
         self.index
     }
@@ -797,6 +803,31 @@ impl FakeConsul {
     /// unknown. Returns whether anything changed.
     pub fn register(&self, inst: ServiceInstance) -> bool {
         self.shared.mutate(|c| c.register(inst))
+    }
+
+    /// Registers a service instance with its `service:<id>` check in one
+    /// write (one index), as `PUT /v1/catalog/register` with a `Check` does,
+    /// and as an agent's anti-entropy sync sends a service with its checks.
+    pub fn register_with_check(&self, inst: ServiceInstance, status: &str) -> bool {
+        assert!(
+            matches!(status, "passing" | "warning" | "critical"),
+            "fake consul: invalid check status {status:?}"
+        );
+        let node = inst.node.clone();
+        let id = if inst.id.is_empty() {
+            inst.service.clone()
+        } else {
+            inst.id.clone()
+        };
+        self.shared.mutate(|c| {
+            let registered = c.register(inst);
+            if registered {
+                c.txn = Some(c.index);
+            }
+            let checked = c.set_check(&node, &format!("service:{id}"), status);
+            c.txn = None;
+            registered || checked
+        })
     }
 
     /// Deregisters a service instance and its checks.
@@ -2833,6 +2864,23 @@ mod tests {
         assert_eq!(st("/v1/health/state/warning").len(), 0);
         c.deregister_node("node-b");
         assert_eq!(ids(&get(&c, "/v1/health/service/web")), ["node-a/web-1"]);
+    }
+
+    #[test]
+    fn a_registration_with_its_check_is_one_write() {
+        let c = quiet();
+        c.set_node(Node::new("n", "127.0.0.1"));
+        c.register_with_check(ServiceInstance::new("n", "s", 1).id("s-1"), "passing");
+        let catalog = index_of(&get(&c, "/v1/catalog/services"));
+        let state = get(&c, "/v1/health/state/any");
+        assert_eq!(index_of(&state), catalog);
+        assert_eq!(state.json()[0]["ModifyIndex"], json!(catalog));
+        assert_eq!(c.service_index("s"), catalog);
+        // Apart, they are two writes.
+        c.register(ServiceInstance::new("n", "s", 1).id("s-2"));
+        c.set_check_status("n", "service:s-2", "passing");
+        let catalog = index_of(&get(&c, "/v1/catalog/services"));
+        assert_eq!(index_of(&get(&c, "/v1/health/state/any")), catalog + 1);
     }
 
     /// `filter` on `/v1/health/state/:state` runs over HealthCheck
