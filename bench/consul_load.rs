@@ -25,6 +25,16 @@
 //! | `MAX_CONNECTIONS` | sdbridge's default | sdbridge's `max_connections` |
 //! | `SDBRIDGE_BIN` | the bench's own build of `sdbridge` | binary to run |
 //! | `VM_BIN` | `victoria-metrics` on PATH | VictoriaMetrics binary; `SKIP_VM=1` skips it |
+//! | `SELECT_SERVICES` | unset (every service) | comma-separated `services:` for both consumers, e.g. `svc-0000` |
+//! | `CHECK_CHANGES` | 5 | samples per kind of check change (sdbridge only) |
+//!
+//! Check changes (sdbridge only, after the other phases): a check of a
+//! served instance, a check of another service's instance, and the node
+//! check of the served instance's node each flip `CHECK_CHANGES` times;
+//! for each flip the bench counts the requests and answer bytes Consul
+//! sees until the change is served plus one second (the re-armed watch
+//! included), and the time until the instance's health is served (a
+//! service that is not selected is given 1.5 s to cause traffic).
 
 // `cargo bench` compiles the fake's own tests (`cfg(test)`) without their
 // `#[test]` functions, hence `unused_imports` (it allows `dead_code` itself).
@@ -295,6 +305,176 @@ impl Consumer for Sdbridge {
     }
 }
 
+impl Sdbridge {
+    /// The `__meta_consul_health` served for service instance `id`
+    /// (labels are serialized in name order, so the instance's health is
+    /// the last one before its service ID).
+    fn health_of(&mut self, id: &str) -> Option<String> {
+        if let Some((status, etag, body)) = get(self.addr, "/http_sd/consul", self.etag.as_deref())
+        {
+            if status == 200 {
+                self.etag = Some(etag);
+                self.body = body;
+                self.searched = None;
+            }
+        }
+        let text = std::str::from_utf8(&self.body).ok()?;
+        let at = text.find(&format!("\"__meta_consul_service_id\":\"{id}\""))?;
+        let key = "\"__meta_consul_health\":\"";
+        let start = text[..at].rfind(key)? + key.len();
+        let len = text[start..].find('"')?;
+        Some(text[start..start + len].to_string())
+    }
+}
+
+/// What one kind of check change cost.
+#[derive(Default)]
+struct CheckChange {
+    /// Time from the flip until the new health is served, per flip.
+    served: Vec<Duration>,
+    missed: usize,
+    /// Requests and answer bytes Consul saw per flip.
+    requests: Vec<u64>,
+    bytes: Vec<u64>,
+    /// Requests per endpoint over all flips.
+    by_endpoint: std::collections::BTreeMap<String, u64>,
+}
+
+/// Flips `check` on `node` `flips` times (`bad`, then `passing`, ...); when
+/// `watched` is served, waits for its health to follow.
+#[allow(clippy::too_many_arguments)]
+fn check_changes(
+    consul: &FakeConsul,
+    bridge: &mut Sdbridge,
+    node: &str,
+    check: &str,
+    bad: &str,
+    watched: &str,
+    served: bool,
+    flips: usize,
+) -> CheckChange {
+    let mut r = CheckChange::default();
+    for k in 0..flips {
+        let status = if k % 2 == 0 { bad } else { "passing" };
+        // Let the previous flip's traffic end.
+        std::thread::sleep(Duration::from_millis(500));
+        consul.reset_stats();
+        let t0 = Instant::now();
+        consul.set_check_status(node, check, status);
+        if served {
+            match poll(Duration::from_secs(20), Duration::from_millis(10), || {
+                (bridge.health_of(watched).as_deref() == Some(status)).then(|| t0.elapsed())
+            }) {
+                Some(d) => r.served.push(d),
+                None => r.missed += 1,
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        } else {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let stats = consul.stats();
+        r.requests.push(stats.requests);
+        r.bytes.push(stats.bytes_by_endpoint.values().sum());
+        for (e, n) in stats.by_endpoint {
+            *r.by_endpoint.entry(e).or_insert(0) += n;
+        }
+    }
+    consul.set_check_status(node, check, "passing");
+    r.served.sort();
+    r
+}
+
+/// Waits (at most a minute) until Consul sees no service read for 2 s:
+/// the deregistrations ending the change phase set off re-reads (of every
+/// service, when no check explains them), which must not be counted as
+/// the cost of the first check change.
+fn settle(consul: &FakeConsul) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        consul.reset_stats();
+        std::thread::sleep(Duration::from_secs(2));
+        let reads = consul.stats().by_endpoint.get("health/service").copied();
+        if reads.unwrap_or(0) == 0 {
+            return;
+        }
+    }
+}
+
+/// The three kinds of check change, for instance `svc-0000-0` (on
+/// `node-000`) and `svc-0001-0`.
+fn run_check_changes(
+    consul: &FakeConsul,
+    bridge: &mut Sdbridge,
+    services: usize,
+    instances: usize,
+    flips: usize,
+) -> Vec<(String, CheckChange)> {
+    let other_node = format!("node-{:03}", instances % node_count(services, instances));
+    let other_served = selected().is_none_or(|s| s.iter().any(|n| n == "svc-0001"));
+    vec![
+        (
+            "check of a served instance (svc-0000-0)".to_string(),
+            check_changes(
+                consul,
+                bridge,
+                "node-000",
+                "service:svc-0000-0",
+                "warning",
+                "svc-0000-0",
+                true,
+                flips,
+            ),
+        ),
+        (
+            format!(
+                "check of another service's instance (svc-0001-0){}",
+                if other_served { "" } else { ", not selected" }
+            ),
+            check_changes(
+                consul,
+                bridge,
+                &other_node,
+                "service:svc-0001-0",
+                "warning",
+                "svc-0001-0",
+                other_served,
+                flips,
+            ),
+        ),
+        (
+            "node check (serfHealth) of svc-0000-0's node".to_string(),
+            check_changes(
+                consul,
+                bridge,
+                "node-000",
+                "serfHealth",
+                "critical",
+                "svc-0000-0",
+                true,
+                flips,
+            ),
+        ),
+    ]
+}
+
+fn mean(v: &[u64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    }
+}
+
+fn fmt_bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / 1024.0 / 1024.0)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
 struct Victoria {
     proc: Proc,
     addr: SocketAddr,
@@ -333,7 +513,7 @@ impl Consumer for Victoria {
 /// instance with its own loopback address and a passing check, each node
 /// with a passing `serfHealth`.
 fn populate(consul: &FakeConsul, services: usize, instances: usize) {
-    let nodes = 100.min(services * instances).max(1);
+    let nodes = node_count(services, instances);
     for n in 0..nodes {
         consul.set_node(
             Node::new(
@@ -359,6 +539,11 @@ fn populate(consul: &FakeConsul, services: usize, instances: usize) {
             consul.set_check_status(&node, &format!("service:{id}"), "passing");
         }
     }
+}
+
+/// The nodes [`populate`] spreads instances over.
+fn node_count(services: usize, instances: usize) -> usize {
+    100.min(services * instances).max(1)
 }
 
 /// Requests per minute Consul sees over `window` while `churn` (if set)
@@ -491,15 +676,33 @@ fn vm_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `SELECT_SERVICES` as a `services:` line of a consul_sd_configs entry.
+fn services_line(indent: &str) -> String {
+    selected()
+        .map(|s| format!("{indent}services: [{}]\n", s.join(", ")))
+        .unwrap_or_default()
+}
+
+fn selected() -> Option<Vec<String>> {
+    let v = std::env::var("SELECT_SERVICES").ok()?;
+    let names: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
 fn start_sdbridge(bin: &Path, dir: &Path, consul: SocketAddr) -> Sdbridge {
     let config = dir.join("sdbridge.yml");
     std::fs::write(
         &config,
         format!(
-            "jobs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{}",
+            "jobs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{}{}",
             std::env::var("MAX_CONNECTIONS")
                 .map(|n| format!("        max_connections: {n}\n"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            services_line("        ")
         ),
     )
     .expect("write config");
@@ -530,7 +733,8 @@ fn start_vm(bin: &Path, dir: &Path, consul: SocketAddr, max_dropped: usize) -> V
     std::fs::write(
         &config,
         format!(
-            "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{DROP_ALL}"
+            "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: {consul}\n{}{DROP_ALL}",
+            services_line("        ")
         ),
     )
     .expect("write config");
@@ -578,7 +782,22 @@ fn main() {
     let instances = env_usize("INSTANCES", 10);
     let changes = env_usize("CHANGES", 10);
     let window = Duration::from_secs(env_usize("WINDOW_SECS", 30) as u64);
-    let want = services * instances;
+    let want = match selected() {
+        Some(names) => {
+            names
+                .iter()
+                .filter(|n| {
+                    n.strip_prefix("svc-")
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .is_some_and(|i| i < services)
+                })
+                .count()
+                * instances
+        }
+        None => services * instances,
+    };
+    let check_changes_n = env_usize("CHECK_CHANGES", 5);
+    let mut checks = None;
 
     let consul = FakeConsul::start();
     let t = Instant::now();
@@ -605,6 +824,16 @@ fn main() {
             changes,
             window,
         );
+        if r.first_sync.is_some() && check_changes_n > 0 {
+            settle(&consul);
+            checks = Some(run_check_changes(
+                &consul,
+                &mut bridge,
+                services,
+                instances,
+                check_changes_n,
+            ));
+        }
         all.push(("sdbridge", r));
     }
     if let Some(vm) = vm_bin() {
@@ -713,4 +942,41 @@ fn main() {
         "",
         &col(&|r| rate(r, r.churn_per_min)),
     );
+    if let Some(checks) = checks {
+        println!();
+        println!(
+            "Check changes (sdbridge, services: {}), {check_changes_n} flips each; requests and answer bytes Consul saw per flip",
+            selected().map_or("all".to_string(), |s| format!("[{}]", s.join(", ")))
+        );
+        println!();
+        println!("| check that flips | served, median | served, max | requests/change | health/state, health/service requests/change | answer bytes/change |");
+        println!("|---|---|---|---|---|---|");
+        for (what, c) in checks {
+            let n = c.requests.len().max(1) as f64;
+            let per = |e: &str| c.by_endpoint.get(e).copied().unwrap_or(0) as f64 / n;
+            let (median, max) = if c.served.is_empty() && c.missed == 0 {
+                ("not served (not selected)".to_string(), "—".to_string())
+            } else {
+                (
+                    fmt_dur(c.served.get(c.served.len() / 2).copied()),
+                    if c.missed > 0 {
+                        format!(
+                            "{} ({} missed in 20 s)",
+                            fmt_dur(c.served.last().copied()),
+                            c.missed
+                        )
+                    } else {
+                        fmt_dur(c.served.last().copied())
+                    },
+                )
+            };
+            println!(
+                "| {what} | {median} | {max} | {:.1} | {:.1}, {:.1} | {} |",
+                mean(&c.requests),
+                per("health/state"),
+                per("health/service"),
+                fmt_bytes(mean(&c.bytes))
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::util::{groups, poll_until, Bridge, Dir};
 
 /// A config with one job per `(name, consul, extra lines of the
 /// consul_sd_configs entry)`.
-fn config(dir: &Dir, jobs: &[(&str, &FakeConsul, &[&str])]) -> PathBuf {
+pub(crate) fn config(dir: &Dir, jobs: &[(&str, &FakeConsul, &[&str])]) -> PathBuf {
     let mut yaml = String::from("jobs:\n");
     for (name, consul, extra) in jobs {
         yaml.push_str(&format!(
@@ -35,7 +35,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// (service, service ID, health) of every served group, in served order.
-fn instances(body: &str) -> Vec<(String, String, String)> {
+pub(crate) fn instances(body: &str) -> Vec<(String, String, String)> {
     groups(body)
         .into_iter()
         .map(|(_, l)| {
@@ -64,14 +64,14 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Waits until both of the bridge's blocking watches are parked in the
 /// fake (so a change wakes them at once, whatever happened before).
-fn wait_armed(consul: &FakeConsul, watches: usize) {
+pub(crate) fn wait_armed(consul: &FakeConsul, watches: usize) {
     poll_until(Duration::from_secs(20), "blocking watches armed", || {
         (consul.stats().blocking_in_flight >= watches).then_some(())
     });
 }
 
 /// Waits until `path` is served with 200 and satisfies `pred`.
-fn wait_served(
+pub(crate) fn wait_served(
     bridge: &Bridge,
     path: &str,
     timeout: Duration,
@@ -85,7 +85,7 @@ fn wait_served(
 }
 
 /// A node with a passing `serfHealth` check, as every real node has.
-fn node_with_serf(consul: &FakeConsul, name: &str) {
+pub(crate) fn node_with_serf(consul: &FakeConsul, name: &str) {
     consul.set_node(Node::new(name, "127.0.0.1"));
     consul.set_check_status(name, "serfHealth", "passing");
 }

@@ -52,8 +52,10 @@
 //!   `Sel not contains V`, `Sel matches "re"`, `Sel not matches "re"`,
 //!   `Sel is empty`, `Sel is not empty`; `and`, `or`, `not`, parentheses;
 //!   precedence `not` > `and` > `or`.
-//! - Values: `"double quoted"` (Go escapes), `` `raw` ``, numbers, `true` /
-//!   `false`, or a bare word (taken literally, as bexpr does).
+//! - Values: `"double quoted"` (ends at the first `"`, as bexpr's grammar
+//!   has it, then Go's `strconv.Unquote` escapes: `\"` cannot appear
+//!   inside), `` `raw` ``, numbers, `true` / `false`, or a bare word (taken
+//!   literally, as bexpr does).
 //! - Selectors: dotted names, map keys also as `Meta["key"]`. They are checked
 //!   against the endpoint's selector list (below); an unknown selector or a
 //!   syntax error answers 400 with `Failed to create boolean expression
@@ -318,6 +320,9 @@ pub struct Stats {
     /// Requests per endpoint: `agent/self`, `catalog/services`,
     /// `catalog/service`, `health/service`, `health/state`, `other`.
     pub by_endpoint: BTreeMap<String, u64>,
+    /// Bytes of JSON answer bodies per endpoint (same keys; error bodies
+    /// not counted).
+    pub bytes_by_endpoint: BTreeMap<String, u64>,
     pub open_connections: usize,
     pub peak_connections: usize,
     /// Connections refused by the per-client limit.
@@ -389,6 +394,9 @@ struct Catalog {
     index_shift: u64,
     restore_epoch: u64,
     faults: Vec<(String, Fault)>,
+    /// The index of the write in progress, when several mutations form one
+    /// Raft write (a registration carrying its check).
+    txn: Option<u64>,
 }
 
 struct Shared {
@@ -397,6 +405,7 @@ struct Shared {
     changes: watch::Sender<u64>,
     requests: AtomicU64,
     by_endpoint: Mutex<BTreeMap<String, u64>>,
+    bytes_by_endpoint: Mutex<BTreeMap<String, u64>>,
     log: Mutex<Vec<RecordedRequest>>,
     conns_per_ip: Mutex<HashMap<IpAddr, usize>>,
     open: AtomicUsize,
@@ -441,6 +450,9 @@ fn node_id(name: &str) -> String {
 
 impl Catalog {
     fn bump(&mut self) -> u64 {
+        if let Some(idx) = self.txn {
+            return idx;
+        }
         self.index += 1;
         self.index
     }
@@ -721,6 +733,7 @@ impl FakeConsul {
             changes,
             requests: AtomicU64::new(0),
             by_endpoint: Mutex::new(BTreeMap::new()),
+            bytes_by_endpoint: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
             conns_per_ip: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
@@ -790,6 +803,31 @@ impl FakeConsul {
     /// unknown. Returns whether anything changed.
     pub fn register(&self, inst: ServiceInstance) -> bool {
         self.shared.mutate(|c| c.register(inst))
+    }
+
+    /// Registers a service instance with its `service:<id>` check in one
+    /// write (one index), as `PUT /v1/catalog/register` with a `Check` does,
+    /// and as an agent's anti-entropy sync sends a service with its checks.
+    pub fn register_with_check(&self, inst: ServiceInstance, status: &str) -> bool {
+        assert!(
+            matches!(status, "passing" | "warning" | "critical"),
+            "fake consul: invalid check status {status:?}"
+        );
+        let node = inst.node.clone();
+        let id = if inst.id.is_empty() {
+            inst.service.clone()
+        } else {
+            inst.id.clone()
+        };
+        self.shared.mutate(|c| {
+            let registered = c.register(inst);
+            if registered {
+                c.txn = Some(c.index);
+            }
+            let checked = c.set_check(&node, &format!("service:{id}"), status);
+            c.txn = None;
+            registered || checked
+        })
     }
 
     /// Deregisters a service instance and its checks.
@@ -880,6 +918,7 @@ impl FakeConsul {
         Stats {
             requests: s.requests.load(Ordering::SeqCst),
             by_endpoint: s.by_endpoint.lock().unwrap().clone(),
+            bytes_by_endpoint: s.bytes_by_endpoint.lock().unwrap().clone(),
             open_connections: s.open.load(Ordering::SeqCst),
             peak_connections: s.peak.load(Ordering::SeqCst),
             rejected_connections: s.rejected.load(Ordering::SeqCst),
@@ -894,6 +933,7 @@ impl FakeConsul {
         let s = &self.shared;
         s.requests.store(0, Ordering::SeqCst);
         s.by_endpoint.lock().unwrap().clear();
+        s.bytes_by_endpoint.lock().unwrap().clear();
         s.log.lock().unwrap().clear();
         s.rejected.store(0, Ordering::SeqCst);
         s.peak
@@ -1404,6 +1444,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             }
             return Ok(json_response(
                 &shared,
+                route.endpoint(),
                 &q,
                 agent_self(&shared.opts),
                 None,
@@ -1472,11 +1513,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             _ => json!([]),
         };
     }
-    Ok(json_response(&shared, &q, body, Some(idx), filtered))
+    Ok(json_response(
+        &shared,
+        route.endpoint(),
+        &q,
+        body,
+        Some(idx),
+        filtered,
+    ))
 }
 
 fn json_response(
     shared: &Shared,
+    endpoint: &str,
     q: &Query,
     body: Value,
     index: Option<u64>,
@@ -1487,6 +1536,12 @@ fn json_response(
     } else {
         serde_json::to_vec(&body).unwrap()
     };
+    *shared
+        .bytes_by_endpoint
+        .lock()
+        .unwrap()
+        .entry(endpoint.to_string())
+        .or_insert(0) += bytes.len() as u64;
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     let h = r.headers_mut();
     h.insert("content-type", "application/json".parse().unwrap());
@@ -1513,7 +1568,6 @@ fn json_response(
             h.insert("age", "0".parse().unwrap());
         }
     }
-    let _ = shared;
     r
 }
 
@@ -2014,7 +2068,7 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
             }
             '"' => {
                 let (v, n) =
-                    quoted(&b[i..]).ok_or_else(|| err(i, "unterminated string literal"))?;
+                    quoted(&b[i..]).ok_or_else(|| err(i, "rule \"string\": invalid syntax"))?;
                 out.push((start, Tok::Str(v)));
                 i += n;
             }
@@ -2023,7 +2077,9 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
                     .iter()
                     .position(|&c| c == '`')
                     .ok_or_else(|| err(i, "unterminated raw string literal"))?;
-                out.push((start, Tok::Str(b[i + 1..i + 1 + end].iter().collect())));
+                // strconv.Unquote drops carriage returns from raw strings.
+                let raw = b[i + 1..i + 1 + end].iter().filter(|&&c| c != '\r');
+                out.push((start, Tok::Str(raw.collect())));
                 i += end + 2;
             }
             c if c.is_ascii_digit() || c == '-' => {
@@ -2080,32 +2136,80 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
 }
 
 /// A Go double-quoted string at the start of `b`: (value, chars consumed).
+/// A double-quoted literal at the start of `b`: (its value, chars used).
+/// As go-bexpr's grammar (`'"' DoubleStringChar* '"'` with
+/// `DoubleStringChar <- !'"' .`), the literal ends at the first `"`, even
+/// after a backslash, and its text then goes through Go's
+/// `strconv.Unquote`: Go escapes, no raw newline, `\'` refused. `None`:
+/// unterminated or invalid.
 fn quoted(b: &[char]) -> Option<(String, usize)> {
+    let end = 1 + b.get(1..)?.iter().position(|&c| c == '"')?;
+    Some((go_unquote(&b[1..end])?, end + 1))
+}
+
+/// The body of a double-quoted Go string literal, unquoted as
+/// `strconv.Unquote` does. `\x` and octal escapes above 0x7f (raw bytes
+/// in Go, possibly invalid UTF-8) are refused: the fake's strings are text.
+fn go_unquote(b: &[char]) -> Option<String> {
     let mut v = String::new();
-    let mut i = 1;
+    let mut i = 0;
+    let hex = |s: &[char]| -> Option<u32> {
+        s.iter()
+            .try_fold(0u32, |n, c| Some(n * 16 + c.to_digit(16)?))
+    };
     while i < b.len() {
-        match b[i] {
-            '"' => return Some((v, i + 1)),
-            '\\' => {
-                i += 1;
-                match b.get(i)? {
-                    'n' => v.push('\n'),
-                    't' => v.push('\t'),
-                    'r' => v.push('\r'),
-                    '\\' => v.push('\\'),
-                    '"' => v.push('"'),
-                    '\'' => v.push('\''),
-                    other => {
-                        v.push('\\');
-                        v.push(*other)
-                    }
-                }
-            }
-            c => v.push(c),
-        }
+        let c = b[i];
         i += 1;
+        if c == '\n' {
+            return None;
+        }
+        if c != '\\' {
+            v.push(c);
+            continue;
+        }
+        let e = *b.get(i)?;
+        i += 1;
+        let ch = match e {
+            'a' => '\u{7}',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            '\\' => '\\',
+            'x' | 'u' | 'U' => {
+                let n = match e {
+                    'x' => 2,
+                    'u' => 4,
+                    _ => 8,
+                };
+                let code = hex(b.get(i..i + n)?)?;
+                i += n;
+                if e == 'x' && code > 0x7f {
+                    return None;
+                }
+                char::from_u32(code)?
+            }
+            '0'..='7' => {
+                let digits = b.get(i - 1..i + 2)?;
+                if !digits.iter().all(|c| ('0'..='7').contains(c)) {
+                    return None;
+                }
+                i += 2;
+                let code = digits
+                    .iter()
+                    .fold(0u32, |n, c| n * 8 + c.to_digit(8).unwrap_or(0));
+                if code > 0x7f {
+                    return None;
+                }
+                char::from_u32(code)?
+            }
+            _ => return None,
+        };
+        v.push(ch);
     }
-    None
+    Some(v)
 }
 
 struct Parser<'a> {
@@ -2760,6 +2864,99 @@ mod tests {
         assert_eq!(st("/v1/health/state/warning").len(), 0);
         c.deregister_node("node-b");
         assert_eq!(ids(&get(&c, "/v1/health/service/web")), ["node-a/web-1"]);
+    }
+
+    #[test]
+    fn a_registration_with_its_check_is_one_write() {
+        let c = quiet();
+        c.set_node(Node::new("n", "127.0.0.1"));
+        c.register_with_check(ServiceInstance::new("n", "s", 1).id("s-1"), "passing");
+        let catalog = index_of(&get(&c, "/v1/catalog/services"));
+        let state = get(&c, "/v1/health/state/any");
+        assert_eq!(index_of(&state), catalog);
+        assert_eq!(state.json()[0]["ModifyIndex"], json!(catalog));
+        assert_eq!(c.service_index("s"), catalog);
+        // Apart, they are two writes.
+        c.register(ServiceInstance::new("n", "s", 1).id("s-2"));
+        c.set_check_status("n", "service:s-2", "passing");
+        let catalog = index_of(&get(&c, "/v1/catalog/services"));
+        assert_eq!(index_of(&get(&c, "/v1/health/state/any")), catalog + 1);
+    }
+
+    /// `filter` on `/v1/health/state/:state` runs over HealthCheck
+    /// fields; the answer's index stays the checks table's (Consul filters
+    /// after the blocking query, so a change elsewhere still wakes it).
+    #[test]
+    fn health_state_filter_over_check_fields() {
+        let c = quiet();
+        fleet(&c);
+        c.set_check_status("node-a", "service:db", "passing");
+        let enc = |e: &str| {
+            let mut s = String::from("/v1/health/state/any?filter=");
+            for b in e.bytes() {
+                s.push_str(&format!("%{b:02X}"));
+            }
+            s
+        };
+        let st = |e: &str| -> Vec<String> {
+            let r = get(&c, &enc(e));
+            assert_eq!(r.status, 200, "{e}: {}", r.text());
+            r.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|ch| {
+                    format!(
+                        "{}/{}",
+                        ch["Node"].as_str().unwrap(),
+                        ch["CheckID"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            st(r#"ServiceName == "" or ServiceName == "db""#),
+            [
+                "node-a/serfHealth",
+                "node-a/service:db",
+                "node-b/serfHealth"
+            ]
+        );
+        assert_eq!(
+            st(r#"(ServiceName == "web" and Status != "passing") or CheckID == "service:db""#),
+            ["node-a/service:db", "node-a/service:web-0"]
+        );
+        assert_eq!(
+            st(r#"ServiceName == `db` and Node == "node-a""#),
+            ["node-a/service:db"]
+        );
+        assert_eq!(st(r#"ServiceName == "d\x62""#), ["node-a/service:db"]);
+        assert_eq!(st(r#""canary" in ServiceTags"#), ["node-a/service:web-0"]);
+        // The index is the checks table's whatever the filter keeps.
+        let before = index_of(&get(&c, &enc(r#"ServiceName == "db""#)));
+        c.set_check_status("node-b", "serfHealth", "critical");
+        let after = get(&c, &enc(r#"ServiceName == "db""#));
+        assert!(index_of(&after) > before);
+        assert_eq!(after.json().as_array().unwrap().len(), 1);
+        // What bexpr refuses: a `"` ends a double-quoted literal even after
+        // a backslash; invalid Go escapes; service-entry selectors.
+        for bad in [
+            r#"ServiceName == "a\"b""#,
+            r#"ServiceName == "a\q""#,
+            r#"ServiceName == "a"#,
+            r#"Service.Service == "db""#,
+            r#"ServiceName == "db" or"#,
+            r#"(ServiceName == "db""#,
+        ] {
+            let r = get(&c, &enc(bad));
+            assert_eq!(r.status, 400, "{bad}");
+            assert!(
+                r.text()
+                    .starts_with("Failed to create boolean expression evaluator"),
+                "{bad}: {}",
+                r.text()
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod consul;
+mod consul_filter;
 mod e2e;
 mod e2e_consul;
 mod e2e_migrate;

@@ -146,6 +146,8 @@ pub struct Client {
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.
     pub health_state_progress: CallProgress,
+    /// `filter` of the health-state watch ([`checks_filter`]), if any.
+    pub checks_filter: Option<String>,
 }
 
 /// Progress of one kind of call: how many were sent (had their connection
@@ -205,6 +207,10 @@ impl Client {
             .map_err(|e| ConsulError::Setup(format!("invalid Consul URL {base:?}: {e}")))?;
         let token = config.token.clone().or_else(token_from_env);
         let permits = http.requests().clone();
+        let checks_filter = checks_filter(&config.services);
+        if checks_filter.is_none() && !config.services.is_empty() {
+            tracing::warn!(server = %config.server, "a name in services holds both '\"' and '`' (or a carriage return), which no Consul filter string can express: watching every check of the datacenter");
+        }
         Ok(Client {
             http,
             base,
@@ -213,6 +219,7 @@ impl Client {
             token,
             metrics,
             health_state_progress: CallProgress::default(),
+            checks_filter,
         })
     }
 
@@ -266,16 +273,21 @@ impl Client {
         .await
     }
 
-    /// Blocking `GET /v1/health/state/any`: every check, with its
-    /// `ModifyIndex`.
+    /// Blocking `GET /v1/health/state/any`: every check (only the selected
+    /// services' and the node checks with [`Client::checks_filter`]), with
+    /// its `ModifyIndex`.
     pub async fn health_state(
         &self,
         index: u64,
     ) -> Result<Answer<Vec<super::labels::HealthCheck>>, ConsulError> {
+        let mut params = self.base_params();
+        if let Some(filter) = &self.checks_filter {
+            params.push(("filter", filter.clone()));
+        }
         self.get(
             "health_state",
             "/v1/health/state/any",
-            self.base_params(),
+            params,
             Some(index),
             Some(&self.health_state_progress),
         )
@@ -288,6 +300,23 @@ impl Client {
         &self,
         name: &str,
     ) -> Result<Vec<super::labels::ServiceEntry>, ConsulError> {
+        Ok(self.health_service_query(name, None).await?.body)
+    }
+
+    /// The same, blocking on `index` (per-service watches).
+    pub async fn health_service_blocking(
+        &self,
+        name: &str,
+        index: u64,
+    ) -> Result<Answer<Vec<super::labels::ServiceEntry>>, ConsulError> {
+        self.health_service_query(name, Some(index)).await
+    }
+
+    async fn health_service_query(
+        &self,
+        name: &str,
+        blocking: Option<u64>,
+    ) -> Result<Answer<Vec<super::labels::ServiceEntry>>, ConsulError> {
         let mut params = self.base_params();
         for tag in &self.config.tags {
             params.push(("tag", tag.clone()));
@@ -296,10 +325,8 @@ impl Client {
             params.push(("filter", self.config.health_filter.clone()));
         }
         let path = format!("/v1/health/service/{}", utf8_percent_encode(name, SEGMENT));
-        Ok(self
-            .get("health_service", &path, params, None, None)
-            .await?
-            .body)
+        self.get("health_service", &path, params, blocking, None)
+            .await
     }
 
     /// The auth headers, read now (credential files may be rotated); file
@@ -486,6 +513,69 @@ pub fn datacenter_of(agent_self: &serde_json::Value) -> Result<String, ConsulErr
     }
 }
 
+/// The `filter` of `/v1/health/state/any` when `services` is explicit:
+/// `ServiceName == "" or ServiceName == "<name>" ...`, names sorted. The
+/// node checks (`ServiceName == ""`) stay in: a node check sets the health
+/// of every instance on its node, and a node check appearing on an unknown
+/// node is how a new node shows. `None` (every check) when `services` is
+/// empty, or when a name cannot be written as a filter string.
+///
+/// Consul filters after the blocking query: the answer's index is still
+/// the whole checks table's, so a check change anywhere wakes the watch,
+/// but the answer holds only these checks.
+///
+/// The user's `filter` is not added. It selects catalog `ServiceNode`s, as
+/// Prometheus applies it to `/v1/catalog/services`: most of its selectors
+/// (`NodeMeta`, `ServiceMeta`, `ServicePort`, ...) are no `HealthCheck`
+/// fields, and Consul answers 400 for an unknown selector; the ones both
+/// have (`ServiceTags`, `Node`) would drop the node checks. `health_filter`
+/// selects `ServiceEntry`s (`Service.*`, `Node.*`, `Checks.*`), another
+/// shape again. Both still apply where Prometheus applies them; this
+/// watch only has to see a superset of the checks that matter.
+pub fn checks_filter(services: &[String]) -> Option<String> {
+    if services.is_empty() {
+        return None;
+    }
+    let names: std::collections::BTreeSet<&str> = services.iter().map(String::as_str).collect();
+    let mut filter = String::from(r#"ServiceName == """#);
+    for name in names {
+        filter.push_str(" or ServiceName == ");
+        filter.push_str(&bexpr_string(name)?);
+    }
+    Some(filter)
+}
+
+/// `s` as a go-bexpr string literal. bexpr's grammar ends a double-quoted
+/// literal at the first `"`, whatever precedes it, then unquotes it as Go
+/// does (`strconv.Unquote`): such a literal can hold anything but `"`, with
+/// `\` and control characters escaped. Otherwise a raw (backquoted)
+/// literal, which has no escapes and loses carriage returns. `None` when
+/// neither can hold `s`.
+pub fn bexpr_string(s: &str) -> Option<String> {
+    if !s.contains('"') {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        Some(out)
+    } else if !s.contains('`') && !s.contains('\r') {
+        Some(format!("`{s}`"))
+    } else {
+        None
+    }
+}
+
 /// Consul's Go client falls back to these when no token is configured.
 fn token_from_env() -> Option<Secret> {
     if let Ok(file) = std::env::var("CONSUL_HTTP_TOKEN_FILE") {
@@ -541,6 +631,28 @@ mod tests {
         ]);
         assert_eq!(q, "?filter=NodeMeta.rack_name+%3D%3D+%222304%22&index=1");
         assert_eq!(encode_query(vec![]), "");
+    }
+
+    #[test]
+    fn checks_filter_quotes_names_as_bexpr_reads_them() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(checks_filter(&[]), None);
+        assert_eq!(
+            checks_filter(&names(&["web", "db", "web"])).as_deref(),
+            Some(r#"ServiceName == "" or ServiceName == "db" or ServiceName == "web""#)
+        );
+        assert_eq!(bexpr_string("a b.c-d_e").as_deref(), Some(r#""a b.c-d_e""#));
+        assert_eq!(bexpr_string(r"a\b").as_deref(), Some(r#""a\\b""#));
+        assert_eq!(
+            bexpr_string("a\n\u{1}서").as_deref(),
+            Some(r#""a\n\x01서""#)
+        );
+        // A `"` would end a double-quoted literal, even escaped.
+        assert_eq!(bexpr_string(r#"a"b\"#).as_deref(), Some(r#"`a"b\`"#));
+        assert_eq!(bexpr_string("a\"b`c"), None);
+        assert_eq!(bexpr_string("a\"b\rc"), None);
+        assert_eq!(checks_filter(&names(&["ok", "a\"b`c"])), None);
+        assert_eq!(bexpr_string("").as_deref(), Some(r#""""#));
     }
 
     #[test]

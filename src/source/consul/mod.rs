@@ -21,6 +21,17 @@
 //! - `/v1/health/state/any`: every check with its `ModifyIndex`, so a
 //!   changed, new or removed check names the service it belongs to (a node
 //!   check names the node, hence the served services with instances there).
+//!   With an explicit `services` list it asks only for those services'
+//!   checks and the node checks (`filter=ServiceName == "" or ServiceName
+//!   == "a" ...`, [`client::checks_filter`]): Consul still wakes it on
+//!   every check change (its index is the checks table's), but a change
+//!   elsewhere costs one small answer and no service read.
+//!
+//! When `services` names a single service, the watcher instead runs
+//! Prometheus's own query for it, a blocking `/v1/health/service/<name>`,
+//! next to the catalog watch ([`per_service`]): still two connections,
+//! and Consul's index for that query moves only with that service, so a
+//! change elsewhere in the datacenter costs nothing.
 //!
 //! On a wake-up (debounced by [`watch::DEBOUNCE`]) it computes the dirty
 //! set: new services, services whose tags changed, services with a changed
@@ -77,6 +88,7 @@ pub mod client;
 pub mod config;
 pub mod labels;
 
+pub mod per_service;
 pub mod watch;
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{next_index, Answer, Client, ConsulError};
 use super::config::ConsulSdConfig;
-use super::labels::{service_groups, HealthCheck, LabelOptions};
-use super::ServicesState;
+use super::labels::{service_groups, HealthCheck, LabelOptions, ServiceEntry};
+use super::{per_service, ServicesState};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::source::SourceError;
@@ -95,26 +95,29 @@ impl RateLimit {
 
 /// What the blocking watches report to the evaluator.
 #[derive(Debug)]
-enum Event {
+pub(super) enum Event {
     /// `/v1/catalog/services` answered with a new index.
     Catalog(u64, BTreeMap<String, Vec<String>>),
     /// `/v1/health/state/any` answered with a new index.
     Health(u64, Vec<HealthCheck>),
-    /// A watch call failed.
-    Failed(&'static str, ConsulError),
+    /// A per-service watch (`/v1/health/service/<name>`) answered.
+    Service(String, Vec<ServiceEntry>),
+    /// A watch call failed (the component: `catalog_services`, ...).
+    Failed(String, ConsulError),
 }
 
 /// Runs one blocking watch until `stop`: calls `fetch(index)`, reports
 /// every answer, backs off on errors (honouring `Retry-After`).
-async fn blocking_loop<T, F, Fut>(
-    name: &'static str,
+pub(super) async fn blocking_loop<T, F, Fut, W>(
+    name: String,
     fetch: F,
-    wrap: fn(u64, T) -> Event,
+    wrap: W,
     tx: mpsc::Sender<Event>,
     stop: CancellationToken,
 ) where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<Answer<T>, ConsulError>>,
+    W: Fn(u64, T) -> Event,
 {
     let mut index = 0;
     let mut limit = RateLimit::new();
@@ -138,7 +141,7 @@ async fn blocking_loop<T, F, Fut>(
                 let delay = backoff
                     .next_delay()
                     .max(e.retry_after().unwrap_or_default());
-                (Event::Failed(name, e), Some(delay))
+                (Event::Failed(name.clone(), e), Some(delay))
             }
         };
         if tx.send(event).await.is_err() {
@@ -279,11 +282,13 @@ struct Watcher {
     config: Arc<ConsulSdConfig>,
     client: Arc<Client>,
     datacenter: String,
-    tx: watch::Sender<Arc<ServicesState>>,
+    report: Reporter,
     /// Served services and their tags, as last read from the catalog.
     catalog: Option<BTreeMap<String, Vec<String>>>,
     catalog_index: u64,
     checks: Option<Checks>,
+    /// Index of the last health-state answer.
+    health_index: u64,
     /// Check indexes recently seen changing.
     touched: VecDeque<u64>,
     /// A catalog index move not explained yet.
@@ -296,17 +301,39 @@ struct Watcher {
     retry: BTreeSet<String>,
     retry_at: Instant,
     retry_backoff: Backoff,
-    problems: BTreeMap<String, String>,
     /// Whether the first full read has been started.
     initial_read: bool,
     synced: bool,
+}
+
+/// The problems and errors a watcher publishes with its services.
+pub(super) struct Reporter {
+    server: String,
+    tx: watch::Sender<Arc<ServicesState>>,
+    /// Component (`catalog_services`, `service "web"`, ...) → problem.
+    problems: BTreeMap<String, String>,
     error_seq: u64,
     recent_errors: VecDeque<(u64, SourceError)>,
 }
 
-impl Watcher {
-    fn error(&mut self, component: &str, e: &ConsulError) {
-        tracing::warn!(server = %self.config.server, component, error = %e, "consul request failed; last good targets stay served");
+impl Reporter {
+    /// Continues the numbering of the `error_seq` errors already published.
+    pub(super) fn new(
+        server: &str,
+        tx: watch::Sender<Arc<ServicesState>>,
+        error_seq: u64,
+    ) -> Reporter {
+        Reporter {
+            server: server.to_string(),
+            tx,
+            problems: BTreeMap::new(),
+            error_seq,
+            recent_errors: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn error(&mut self, component: &str, e: &ConsulError) {
+        tracing::warn!(server = %self.server, component, error = %e, "consul request failed; last good targets stay served");
         self.problems.insert(component.to_string(), e.to_string());
         self.error_seq += 1;
         self.recent_errors.push_back((
@@ -321,7 +348,12 @@ impl Watcher {
         }
     }
 
-    fn publish(&self) {
+    /// `component` answered: its problem is over.
+    pub(super) fn ok(&mut self, component: &str) {
+        self.problems.remove(component);
+    }
+
+    pub(super) fn publish(&self, synced: bool, services: &BTreeMap<String, Arc<Fragment>>) {
         let problem = (!self.problems.is_empty()).then(|| {
             self.problems
                 .iter()
@@ -330,12 +362,22 @@ impl Watcher {
                 .join("\n")
         });
         self.tx.send_replace(Arc::new(ServicesState {
-            synced: self.synced,
+            synced,
             problem,
-            services: self.services.clone(),
+            services: services.clone(),
             error_seq: self.error_seq,
             recent_errors: self.recent_errors.iter().cloned().collect(),
         }));
+    }
+}
+
+impl Watcher {
+    fn error(&mut self, component: &str, e: &ConsulError) {
+        self.report.error(component, e);
+    }
+
+    fn publish(&self) {
+        self.report.publish(self.synced, &self.services);
     }
 
     fn remember_touched(&mut self, indexes: impl IntoIterator<Item = u64>) {
@@ -349,9 +391,11 @@ impl Watcher {
     fn apply(&mut self, events: Vec<Event>, dirty: &mut BTreeSet<String>) {
         for event in events {
             match event {
-                Event::Failed(component, e) => self.error(component, &e),
+                Event::Failed(component, e) => self.error(&component, &e),
+                // Only in per-service mode, which has its own evaluator.
+                Event::Service(..) => {}
                 Event::Catalog(index, all) => {
-                    self.problems.remove("catalog_services");
+                    self.report.ok("catalog_services");
                     let new: BTreeMap<String, Vec<String>> = all
                         .into_iter()
                         .filter(|(name, tags)| self.config.should_watch(name, tags))
@@ -387,7 +431,7 @@ impl Watcher {
                     self.catalog = Some(new);
                 }
                 Event::Health(index, list) => {
-                    self.problems.remove("health_state");
+                    self.report.ok("health_state");
                     let new = checks_of(list);
                     if let Some(old) = &self.checks {
                         let diff = health_diff(old, &new, index, &self.nodes);
@@ -398,7 +442,21 @@ impl Watcher {
                         }
                         dirty.extend(diff.dirty);
                         self.remember_touched(diff.touched);
+                        // A filtered answer hides other services' checks,
+                        // but its index still moves with the checks table:
+                        // the move says a write at that index touched a
+                        // check, as an unfiltered answer would show, so a
+                        // catalog move at the same index (another
+                        // service's registration) is explained. Not with
+                        // `node_meta`: that index also moves with nodes.
+                        if self.client.checks_filter.is_some()
+                            && self.config.node_meta.is_empty()
+                            && index != self.health_index
+                        {
+                            self.remember_touched([index]);
+                        }
                     }
+                    self.health_index = index;
                     self.checks = Some(new);
                 }
             }
@@ -488,7 +546,7 @@ impl Watcher {
             match result {
                 Ok((fragment, nodes)) => {
                     self.retry.remove(&name);
-                    self.problems.remove(&format!("service {name:?}"));
+                    self.report.ok(&format!("service {name:?}"));
                     for services in self.nodes.values_mut() {
                         services.remove(&name);
                     }
@@ -577,6 +635,35 @@ async fn connect(
     }
 }
 
+/// Starts the `/v1/catalog/services` watch, reporting to `tx` until
+/// `stop`.
+pub(super) fn spawn_catalog(
+    client: &Arc<Client>,
+    tx: mpsc::Sender<Event>,
+    stop: CancellationToken,
+) {
+    let c = client.clone();
+    tokio::spawn(blocking_loop(
+        "catalog_services".to_string(),
+        move |i| {
+            let c = c.clone();
+            async move {
+                c.catalog_services(i).await.map(|a| Answer {
+                    index: a.index,
+                    body: a
+                        .body
+                        .into_iter()
+                        .map(|(k, v)| (k, v.unwrap_or_default()))
+                        .collect(),
+                })
+            }
+        },
+        Event::Catalog,
+        tx,
+        stop,
+    ));
+}
+
 /// Runs the watcher for `config` until `stop`, publishing through `tx`.
 pub(super) async fn run(
     config: Arc<ConsulSdConfig>,
@@ -587,50 +674,34 @@ pub(super) async fn run(
     let Some((client, datacenter, error_seq)) = connect(&config, &metrics, &tx, &stop).await else {
         return;
     };
+    let report = Reporter::new(&config.server, tx, error_seq);
+    if let Some(names) = per_service::watched(&config) {
+        return per_service::run(config, client, datacenter, report, names, stop).await;
+    }
     let (events_tx, mut events) = mpsc::channel(64);
     let watches = stop.child_token();
     let _guard = watches.clone().drop_guard();
-    {
-        let c = client.clone();
-        tokio::spawn(blocking_loop(
-            "catalog_services",
-            move |i| {
-                let c = c.clone();
-                async move {
-                    c.catalog_services(i).await.map(|a| Answer {
-                        index: a.index,
-                        body: a
-                            .body
-                            .into_iter()
-                            .map(|(k, v)| (k, v.unwrap_or_default()))
-                            .collect(),
-                    })
-                }
-            },
-            Event::Catalog,
-            events_tx.clone(),
-            watches.clone(),
-        ));
-        let c = client.clone();
-        tokio::spawn(blocking_loop(
-            "health_state",
-            move |i| {
-                let c = c.clone();
-                async move { c.health_state(i).await }
-            },
-            Event::Health,
-            events_tx,
-            watches.clone(),
-        ));
-    }
+    spawn_catalog(&client, events_tx.clone(), watches.clone());
+    let c = client.clone();
+    tokio::spawn(blocking_loop(
+        "health_state".to_string(),
+        move |i| {
+            let c = c.clone();
+            async move { c.health_state(i).await }
+        },
+        Event::Health,
+        events_tx,
+        watches.clone(),
+    ));
     let mut w = Watcher {
         config: config.clone(),
         client,
         datacenter,
-        tx,
+        report,
         catalog: None,
         catalog_index: 0,
         checks: None,
+        health_index: 0,
         touched: VecDeque::new(),
         unexplained: None,
         services: BTreeMap::new(),
@@ -638,12 +709,8 @@ pub(super) async fn run(
         retry: BTreeSet::new(),
         retry_at: Instant::now(),
         retry_backoff: backoff(),
-        problems: BTreeMap::new(),
         initial_read: false,
         synced: false,
-        // Continues the numbering of the errors `connect` published.
-        error_seq,
-        recent_errors: VecDeque::new(),
     };
     let far = || Instant::now() + Duration::from_secs(86400 * 365);
     let mut next_resync = Instant::now() + FULL_RESYNC;
@@ -811,7 +878,7 @@ mod tests {
         let stop = CancellationToken::new();
         let (a, s) = (answers.clone(), sent.clone());
         tokio::spawn(blocking_loop(
-            "health_state",
+            "health_state".to_string(),
             move |index| {
                 s.lock().unwrap().push(index);
                 let next = a.lock().unwrap().pop_front();
