@@ -116,7 +116,7 @@ impl State {
 }
 
 fn fragment_of(name: &str, entries: &[ServiceEntry], opts: LabelOptions<'_>) -> Fragment {
-    Fragment::new(&service_groups(name, entries, opts))
+    Fragment::job_free(&service_groups(name, entries, opts))
 }
 
 /// Runs the per-service watches of `names` until `stop`.
