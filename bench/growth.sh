@@ -43,6 +43,9 @@ PORT=${PORT:-19414}
 
 need() { command -v "$1" >/dev/null || { echo "growth.sh: $1 is missing ($2)" >&2; exit 1; }; }
 need python3 "it generates the file_sd directories and times the probes"
+# The interpreter itself: a version manager's shim can add half a second
+# to every start.
+PY=$(python3 -c 'import sys; print(sys.executable)')
 need curl "it fetches bodies and ETags"
 if [ "$SKIP_FILE_SD" != 1 ]; then
     need wrk "it measures the file_sd requests/s: apt-get install wrk, or SKIP_FILE_SD=1"
@@ -59,8 +62,15 @@ fi
 mkdir -p target
 work=$(mktemp -d)
 pid=
+# sdbridge is the probe's child (re-parented when the probe exits), so it
+# is waited for by polling, not `wait`.
+stop() {
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}
 cleanup() {
-    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [ -n "$pid" ]; then stop; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -98,7 +108,7 @@ if [ "$SKIP_FILE_SD" != 1 ]; then
         sd="$work/sd-$size"
         mkdir -p "$sd"
         log "file_sd $size targets: generating $files files"
-        python3 bench/gen_file_sd.py "$sd" "$files" "$TARGETS_PER_FILE"
+        $PY bench/gen_file_sd.py "$sd" "$files" "$TARGETS_PER_FILE"
         cat > "$work/sdbridge.yml" <<YML
 listen: 127.0.0.1:$PORT
 jobs:
@@ -106,22 +116,20 @@ jobs:
     file_sd_configs: [{files: ["$sd/*.json"]}]
 YML
         sync; sleep 1 # the generator's writeback out of the way
-        start_ns=$(date +%s%N)
-        "$BIN" serve --config "$work/sdbridge.yml" 2>"$work/log-$size" &
-        pid=$!
-        ready_ms=$(python3 bench/growth_probe.py ready "$PORT" "$pid" "$start_ns") ||
-            { cat "$work/log-$size" >&2; exit 1; }
+        launched=$($PY bench/growth_probe.py launch "$PORT" "$work/log-$size" \
+            "$BIN" serve --config "$work/sdbridge.yml") || { cat "$work/log-$size" >&2; exit 1; }
+        read -r pid ready_ms <<< "$launched"
         cpu_ready=$(ticks)
         log "file_sd $size: ready in $ready_ms ms; waiting for the initial gzip"
-        python3 bench/growth_probe.py quiet "$pid"
+        $PY bench/growth_probe.py quiet "$pid"
         rss_steady=$(kb VmRSS)
         url="http://127.0.0.1:$PORT/http_sd/mysql"
         body=$(curl -s -H 'Accept-Encoding: identity' -o /dev/null -w '%{size_download}' "$url")
         gz=$(curl -s -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}' "$url")
         log "file_sd $size: $changes rename-overs"
-        probe=$(python3 bench/growth_probe.py changes "$PORT" "$pid" "$sd" "$files" "$changes")
+        probe=$($PY bench/growth_probe.py changes "$PORT" "$pid" "$sd" "$files" "$changes")
         read -r p50 p99 max floor50 floor99 <<< "$probe"
-        python3 bench/growth_probe.py quiet "$pid"
+        $PY bench/growth_probe.py quiet "$pid"
         etag=$(curl -sI "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
         code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$url")
         [ "$code" = 304 ] || { log "expected 304 for If-None-Match $etag, got $code"; exit 1; }
@@ -131,7 +139,7 @@ YML
         rss_end=$(kb VmRSS)
         hwm=$(kb VmHWM)
         echo "size=$size files=$files changes=$changes ready_ms=$ready_ms cpu_ready_ticks=$cpu_ready body=$body gz=$gz p50=$p50 p99=$p99 max=$max floor50=$floor50 floor99=$floor99 rps304=$rps304 rps200=$rps200 rss_steady_kb=$rss_steady rss_end_kb=$rss_end hwm_kb=$hwm" >> "$work/file_sd"
-        kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+        stop; pid=
         rm -rf "$sd"
     done
 fi
@@ -148,5 +156,5 @@ if [ "$SKIP_CONSUL" != 1 ]; then
     done
 fi
 
-python3 bench/growth_table.py "$work" | tee target/growth.md
+$PY bench/growth_table.py "$work" | tee target/growth.md
 log "saved to target/growth.md"

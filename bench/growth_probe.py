@@ -1,10 +1,11 @@
 """Timing probes for bench/growth.sh, in one process so that no curl start-up
 (a few ms each) lands inside the measured intervals.
 
-    python3 bench/growth_probe.py ready PORT PID START_NS
-        polls /-/ready (fresh connection every 5 ms) until 200; prints the
-        ms from START_NS (time.time_ns() of the process start) to the 200;
-        fails if PID exits first.
+    python3 bench/growth_probe.py launch PORT LOG CMD...
+        starts CMD (stderr to LOG, left running when this exits), polls
+        /-/ready (fresh connection every 5 ms) until 200; prints "PID MS",
+        MS from the spawn to the 200 (this interpreter's own start-up, tens
+        of ms, stays outside); fails if CMD exits first.
     python3 bench/growth_probe.py quiet PID
         returns once PID used at most one clock tick (10 ms) in 100 ms
         (or after 120 s).
@@ -27,18 +28,15 @@ PATH = "/http_sd/mysql"
 POLL_S = float(os.environ.get("POLL_MS", "1")) / 1000
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def ready(port, pid, start_ns):
+def launch(port, log, cmd):
+    import subprocess
+    with open(log, "wb") as err:
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err, start_new_session=False)
     while True:
-        if not alive(pid):
-            sys.exit(f"growth_probe.py: process {pid} exited before /-/ready")
+        if child.poll() is not None:
+            sys.exit(f"growth_probe.py: {cmd[0]} exited ({child.returncode}) before /-/ready")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/-/ready")
@@ -46,7 +44,7 @@ def ready(port, pid, start_ns):
             r.read()
             c.close()
             if r.status == 200:
-                print(f"{(time.time_ns() - start_ns) / 1e6:.0f}")
+                print(f"{child.pid} {(time.perf_counter() - t0) * 1000:.0f}")
                 return
         except OSError:
             pass
@@ -113,8 +111,8 @@ def changes(port, pid, d, files, n):
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    if cmd == "ready":
-        ready(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    if cmd == "launch":
+        launch(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
     elif cmd == "quiet":
         wait_quiet(int(sys.argv[2]), 120.0)
     elif cmd == "changes":
