@@ -979,4 +979,23 @@ fn main() {
             );
         }
     }
+    // Machine-readable copy for bench/growth.sh: one line per consumer.
+    let secs = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    for (name, r) in &all {
+        println!(
+            "GROWTH consumer={} services={services} instances={instances} first_sync_s={:.3} first_sync_requests={} checked_median_s={:.3} checked_max_s={:.3} checkless_median_s={:.3} checkless_max_s={:.3} missed={} hwm_mib={:.1} rss_mib={:.1} peak_conns={} refused={}",
+            name.split_whitespace().next().unwrap_or(name),
+            secs(r.first_sync.as_ref()),
+            r.first_sync_requests,
+            secs(r.change_checked.get(r.change_checked.len() / 2)),
+            secs(r.change_checked.last()),
+            secs(r.change.get(r.change.len() / 2)),
+            secs(r.change.last()),
+            r.change_missed,
+            r.hwm_mib,
+            r.rss_mib,
+            r.peak_conns,
+            r.rejected,
+        );
+    }
 }
