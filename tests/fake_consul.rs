@@ -386,6 +386,10 @@ struct Catalog {
     /// instances by service name (a health query does not scan the catalog).
     by_name: HashMap<String, BTreeSet<(String, String)>>,
     checks: BTreeMap<(String, String), CheckRec>,
+    /// (node, service ID) → IDs of its checks in `checks` (`""`: the node's
+    /// own checks), as Consul's state store indexes checks by node and
+    /// service: a health query does not scan every check of the node.
+    checks_of: HashMap<(String, String), BTreeSet<String>>,
     service_index: HashMap<String, u64>,
     services_table: u64,
     nodes_table: u64,
@@ -564,6 +568,7 @@ impl Catalog {
         let before = self.checks.len();
         self.checks
             .retain(|(n, _), c| !(n == node && c.service_id == id));
+        self.checks_of.remove(&key);
         if self.checks.len() != before {
             self.checks_table = idx;
         }
@@ -620,6 +625,7 @@ impl Catalog {
         }
         let before = self.checks.len();
         self.checks.retain(|(n, _), _| n != name);
+        self.checks_of.retain(|(n, _), _| n != name);
         if before != self.checks.len() {
             self.checks_table = idx;
         }
@@ -681,6 +687,10 @@ impl Catalog {
             );
         }
         let idx = self.bump();
+        self.checks_of
+            .entry((node.to_string(), service_id.clone()))
+            .or_default()
+            .insert(check_id.to_string());
         self.checks.insert(
             key,
             CheckRec {
@@ -702,6 +712,12 @@ impl Catalog {
         let Some(c) = self.checks.remove(&key) else {
             return false;
         };
+        if let Some(ids) = self
+            .checks_of
+            .get_mut(&(node.to_string(), c.service_id.clone()))
+        {
+            ids.remove(check_id);
+        }
         let idx = self.bump();
         self.touch_for_check(node, &c.service_id, idx);
         true
@@ -1839,12 +1855,18 @@ fn instances<'a>(c: &'a Catalog, q: &Query, name: &str) -> Vec<(&'a NodeRec, &'a
 fn health_service(c: &Catalog, o: &Options, q: &Query, name: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for (n, s) in instances(c, q, name) {
-        let checks: Vec<&CheckRec> = c
-            .checks
-            .range((n.node.name.clone(), String::new())..)
-            .take_while(|((node, _), _)| node == &n.node.name)
-            .map(|(_, ch)| ch)
-            .filter(|ch| ch.service_id.is_empty() || ch.service_id == s.inst.id)
+        // The node's checks and the instance's, in check ID order.
+        let owned = |sid: &str| {
+            c.checks_of
+                .get(&(n.node.name.clone(), sid.to_string()))
+                .into_iter()
+                .flatten()
+        };
+        let mut ids: Vec<&String> = owned("").chain(owned(&s.inst.id)).collect();
+        ids.sort();
+        let checks: Vec<&CheckRec> = ids
+            .into_iter()
+            .filter_map(|id| c.checks.get(&(n.node.name.clone(), id.clone())))
             .collect();
         if q.passing && checks.iter().any(|ch| ch.status != "passing") {
             continue;
