@@ -48,6 +48,12 @@ need python3 "it generates the file_sd directories and times the probes"
 PY=$(python3 -c 'import sys; print(sys.executable)')
 need curl "it fetches bodies and ETags"
 if [ "$SKIP_FILE_SD" != 1 ]; then
+    # A fresh machine has no wrk: install it where we may (root, apt).
+    if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "growth.sh: apt-get install wrk" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null ||
+            echo "growth.sh: could not install wrk" >&2
+    fi
     need wrk "it measures the file_sd requests/s: apt-get install wrk, or SKIP_FILE_SD=1"
 fi
 
