@@ -414,9 +414,14 @@ impl Merger {
             if job.synced() {
                 if let Some(held) = job.held.take() {
                     // Synced to what was held (a restart or reload that
-                    // changed nothing): keep its Last-Modified and gzip.
+                    // changed nothing): keep its Last-Modified, served
+                    // from the sources' fragments (not the held ones).
                     if held.etag == rendered.etag {
-                        rendered = held;
+                        rendered = render(
+                            job.sources.iter().flat_map(|s| s.parts.values()),
+                            &job.escaped,
+                            Some(&held),
+                        );
                     }
                 }
                 job.from_state = false;
@@ -432,14 +437,19 @@ impl Merger {
                 .iter_mut()
                 .filter(|j| j.held.is_none() && !j.sources.is_empty() && j.synced())
             {
-                let current = job
-                    .persisted
-                    .as_ref()
-                    .is_some_and(|(k, r)| *k == job.key && Arc::ptr_eq(r, &job.rendered));
+                // The same bytes and date are the same file, whichever
+                // fragments hold them.
+                let current = job.persisted.as_ref().is_some_and(|(k, r)| {
+                    *k == job.key
+                        && r.etag == job.rendered.etag
+                        && r.last_modified == job.rendered.last_modified
+                });
                 if !current {
                     writer.push(&job.name, &job.key, job.rendered.clone());
-                    job.persisted = Some((job.key.clone(), job.rendered.clone()));
                 }
+                // Not the render it replaces: that may hold a body read
+                // back from `state_dir` that nothing serves any more.
+                job.persisted = Some((job.key.clone(), job.rendered.clone()));
             }
         }
         let jobs: Vec<JobSnapshot> = self
@@ -610,7 +620,11 @@ fn insert_parts(parts: &mut BTreeMap<String, Arc<Fragment>>, new: Vec<Part>) {
     for part in new {
         if part.fragment.is_empty() {
             parts.remove(&part.key);
-        } else {
+        } else if parts.get(&part.key) != Some(&part.fragment) {
+            // An equal part (a file re-read every refresh_interval) keeps
+            // the fragment already served: the body that is kept when
+            // nothing changed holds that one, and holding both would
+            // double the memory of every re-read part.
             parts.insert(part.key, part.fragment);
         }
     }
@@ -995,15 +1009,68 @@ mod tests {
         m.publish();
         let a = publisher.snapshot.load().job("a").unwrap().clone();
         assert!(a.ready && !a.from_state);
+        assert_eq!(
+            (&a.rendered.etag, a.rendered.last_modified),
+            (&before.etag, before.last_modified),
+            "same ETag, same Last-Modified"
+        );
         assert!(
-            Arc::ptr_eq(&a.rendered, &before),
-            "same Last-Modified, same gzip"
+            a.rendered
+                .pieces
+                .iter()
+                .all(|p| !matches!(p, crate::snapshot::Piece::Raw(_))),
+            "served from the sources' fragments, the restored bytes freed"
         );
         writer.close();
         assert!(
             !dir.path().join(state::file_name("a")).exists(),
             "nothing new to write"
         );
+    }
+
+    /// A re-read part equal to the served one (file_sd's refresh_interval
+    /// re-reads every file) must not leave two copies alive: the kept
+    /// render holds the first.
+    #[test]
+    fn an_equal_part_keeps_the_served_fragment() {
+        let (mut m, snap) = merger();
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        m.apply(update(
+            1,
+            Change::Replace(vec![part("/sd/a.json", "a")]),
+            None,
+        ));
+        m.publish();
+        let before = snap.load().job("a").unwrap().rendered.clone();
+        let served = m.jobs[0].sources[1].parts["/sd/a.json"].clone();
+        m.apply(update(
+            1,
+            Change::Patch(vec![part("/sd/a.json", "a")]),
+            None,
+        ));
+        m.publish();
+        assert!(Arc::ptr_eq(
+            &before,
+            &snap.load().job("a").unwrap().rendered
+        ));
+        assert!(Arc::ptr_eq(
+            &served,
+            &m.jobs[0].sources[1].parts["/sd/a.json"]
+        ));
+        m.apply(update(
+            1,
+            Change::Patch(vec![part("/sd/a.json", "b")]),
+            None,
+        ));
+        m.publish();
+        assert!(!Arc::ptr_eq(
+            &served,
+            &m.jobs[0].sources[1].parts["/sd/a.json"]
+        ));
     }
 
     #[test]

@@ -103,6 +103,30 @@ impl Piece {
         }
     }
 
+    /// Whether `a` and `b` are the same pieces, sharing their bytes.
+    fn same(a: &[Piece], b: &[Piece]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|pair| match pair {
+                (
+                    Piece::Part {
+                        fragment: f,
+                        first: x,
+                        job: j,
+                    },
+                    Piece::Part {
+                        fragment: g,
+                        first: y,
+                        job: k,
+                    },
+                ) => Arc::ptr_eq(f, g) && x == y && j == k,
+                (Piece::Raw(r), Piece::Raw(s)) => r.as_ptr() == s.as_ptr() && r.len() == s.len(),
+                (Piece::Open, Piece::Open)
+                | (Piece::Comma, Piece::Comma)
+                | (Piece::Close, Piece::Close) => true,
+                _ => false,
+            })
+    }
+
     fn chain(pieces: &[Piece]) -> Chain {
         let mut segments = Vec::with_capacity(pieces.len() + 2);
         for piece in pieces {
@@ -158,7 +182,14 @@ impl Rendered {
         let hash = body.xxh3_128();
         if let Some(prev) = previous {
             if prev.hash == hash && prev.body.len() == body.len() {
-                return prev.clone();
+                if Piece::same(&prev.pieces, &pieces) {
+                    return prev.clone();
+                }
+                // The same bytes in other fragments (a source restarted
+                // by a reload re-read its files): serve the new ones, so
+                // the old ones are freed, under the old Last-Modified.
+                let (groups, targets) = (prev.groups, prev.targets);
+                return Rendered::build(body, hash, pieces, groups, targets, prev.last_modified);
             }
         }
         let now = SystemTime::now()
@@ -393,9 +424,32 @@ mod tests {
 
     #[test]
     fn same_body_keeps_previous_render() {
-        let a = array("[1]");
-        assert!(Arc::ptr_eq(&a, &again("[1]", &a)));
+        let a = parts(3, None);
+        let same = Rendered::new(a.pieces.clone(), a.groups, a.targets, Some(&a));
+        assert!(Arc::ptr_eq(&a, &same));
         assert_eq!(&array("[ ]").body.to_bytes()[..], b"[]");
+    }
+
+    /// The same bytes from other fragments (a restarted source re-read
+    /// its files, a body read back from `state_dir`): the new fragments
+    /// are served, so the old ones can be freed, under the old date.
+    #[test]
+    fn same_bytes_from_other_fragments_are_served_from_the_new_ones() {
+        let (old, new) = (parts(3, None), parts(3, None));
+        let kept = Rendered::new(new.pieces.clone(), new.groups, new.targets, Some(&old));
+        assert!(!Arc::ptr_eq(&old, &kept));
+        assert!(Piece::same(&kept.pieces, &new.pieces));
+        assert_eq!(
+            (&kept.etag, kept.last_modified),
+            (&old.etag, old.last_modified)
+        );
+        let restored = Rendered::restored(old.body.to_bytes(), 3, 30, UNIX_EPOCH);
+        let synced = Rendered::new(new.pieces.clone(), 3, 30, Some(&restored));
+        assert!(Piece::same(&synced.pieces, &new.pieces));
+        assert_eq!(
+            (&synced.etag, synced.last_modified),
+            (&restored.etag, UNIX_EPOCH)
+        );
     }
 
     /// A body of `n` parts of 10 targets each; part `changed` differs.
