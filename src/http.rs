@@ -135,12 +135,6 @@ pub async fn run(
                     let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                         Ok(Ok(stream)) => {
-                            // rustls seals each buffer of a vectored write
-                            // as a record of its own: copy a chained body's
-                            // segments into hyper's write buffer instead, so
-                            // records stay full.
-                            let mut builder = builder;
-                            builder.http1().writev(false);
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(connection.into_owned()).await
