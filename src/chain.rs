@@ -123,9 +123,10 @@ impl From<&'static str> for Chain {
 
 /// Segments shorter than this are copied together into one frame as they
 /// are sent. Sent one by one, a frame costs more than copying its bytes:
-/// a keep-alive round trip of a 218 KB body of 1,000 one-target files took
-/// 300 µs as 1,000 frames, 54 µs as one copied frame, and 120 µs when
-/// bodies were one contiguous copy (`cargo bench --bench snapshot`).
+/// a keep-alive round trip of a 218 KB body of 1,000 one-target files
+/// takes 271 µs as 1,000 frames and 128 µs as one copied frame, as when
+/// bodies were one contiguous copy (120 µs; `cargo bench --bench
+/// snapshot`).
 const SMALL: usize = 16 * 1024;
 /// Most bytes copied into one frame of small segments.
 const FRAME: usize = 256 * 1024;

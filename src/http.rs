@@ -111,6 +111,10 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // A body goes out in several writes (a chain of parts, TLS
+        // records): without TCP_NODELAY, Nagle's algorithm holds a short
+        // last write (the closing `]`) until the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let web = state.web.load_full();
         let builder = if web.http2 {
             builder.clone()
