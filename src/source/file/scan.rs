@@ -2,7 +2,8 @@
 //!
 //! A file is re-read only when its (device, inode, size, mtime, ctime)
 //! changed, so a rescan of an idle tree costs one `getdents` per directory
-//! and one `stat` per file. A listing or a read that fails is never taken
+//! and one `stat` per file, and a focused one ([`Scanner::scan_focused`])
+//! a `stat` of each file events named. A listing or a read that fails is never taken
 //! for "no files": the files it would have listed keep their groups, the
 //! error is reported, and [`Scanner::needs_retry`] asks for another look.
 
