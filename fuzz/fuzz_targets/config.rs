@@ -13,6 +13,7 @@ use sdbridge::merge::Layout;
 const PATH: &str = "/etc/sdbridge/sdbridge.yml";
 
 fuzz_target!(|data: &[u8]| {
+    common::tolerate_parser_panics();
     // `Config::load` reads the file with `read_to_string`: text that is not
     // UTF-8 never reaches the parser.
     let Ok(text) = std::str::from_utf8(data) else {

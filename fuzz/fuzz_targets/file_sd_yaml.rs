@@ -12,6 +12,7 @@ use sdbridge::source::file::FILEPATH_LABEL;
 const PATH: &str = "/sd/fuzz.yml";
 
 fuzz_target!(|data: &[u8]| {
+    common::tolerate_parser_panics();
     match parse_file(PATH, data) {
         Err(e) => {
             let message = e.to_string();

@@ -322,6 +322,17 @@ fn syntax_error(e: libyaml_safer::Error) -> YamlError {
 mod tests {
     use super::*;
 
+    /// The CI fuzz smoke found a libyaml-safer panic (`panic!("TODO")` in
+    /// `scan_tag`) that the checks before parsing miss: a tag before a
+    /// flow comma, after a multi-line plain scalar holding a quote. It is
+    /// an error for that input, not a crashed task.
+    #[test]
+    fn a_parser_panic_is_an_error() {
+        let input = b"jobs:\n bo- j Yname: a b 'c\n   ' . \nc  sgets: [!x, b]}]\n";
+        let e = compose(input).unwrap_err();
+        assert!(e.message.contains("libyaml-safer"), "{}", e.message);
+    }
+
     #[test]
     fn aliases_share_the_anchored_node() {
         let root = compose(b"a: &x [1]\nb: *x\n").unwrap();
