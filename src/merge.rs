@@ -410,22 +410,16 @@ impl Merger {
         for job in self.jobs.iter_mut().filter(|j| j.dirty) {
             job.dirty = false;
             let fragments = job.sources.iter().flat_map(|s| s.parts.values());
-            let mut rendered = render(fragments, &job.escaped, Some(&job.rendered));
-            if job.synced() {
-                if let Some(held) = job.held.take() {
-                    // Synced to what was held (a restart or reload that
-                    // changed nothing): keep its Last-Modified, served
-                    // from the sources' fragments (not the held ones).
-                    if held.etag == rendered.etag {
-                        rendered = render(
-                            job.sources.iter().flat_map(|s| s.parts.values()),
-                            &job.escaped,
-                            Some(&held),
-                        );
-                    }
-                }
+            // Synced after a restart or reload: what follows is measured
+            // against what was held (served). The same bytes keep its
+            // Last-Modified, served from the sources' fragments.
+            let synced = job.synced();
+            let held = if synced { job.held.take() } else { None };
+            if synced {
                 job.from_state = false;
             }
+            let previous = held.as_ref().unwrap_or(&job.rendered);
+            let rendered = render(fragments, &job.escaped, Some(previous));
             if !Arc::ptr_eq(&rendered, &job.rendered) {
                 fresh.push(rendered.clone());
             }
@@ -714,6 +708,18 @@ mod tests {
         Part::new(key, &[TargetGroup::new([target], LabelSet::default())], "a")
     }
 
+    /// Syncs job `a`: its static source serves `s`, its file_sd source
+    /// `files`; then publishes.
+    fn serve_a(m: &mut Merger, files: Vec<Part>) {
+        m.apply(update(
+            0,
+            Change::Replace(vec![part("static_configs", "s")]),
+            None,
+        ));
+        m.apply(update(1, Change::Replace(files), None));
+        m.publish();
+    }
+
     fn update(index: usize, change: Change, problem: Option<&str>) -> Update {
         Update {
             source: SlotId(index as u64),
@@ -757,17 +763,10 @@ mod tests {
     #[test]
     fn order_is_source_then_part_key_and_patches_touch_only_their_part() {
         let (mut m, snap) = merger();
-        m.apply(update(
-            0,
-            Change::Replace(vec![part("static_configs", "s")]),
-            None,
-        ));
-        m.apply(update(
-            1,
-            Change::Replace(vec![part("/sd/b.json", "b"), part("/sd/a.json", "a")]),
-            None,
-        ));
-        m.publish();
+        serve_a(
+            &mut m,
+            vec![part("/sd/b.json", "b"), part("/sd/a.json", "a")],
+        );
         assert_eq!(
             targets(&snap.load().job("a").unwrap().rendered.body),
             ["s", "a", "b"]
@@ -791,17 +790,7 @@ mod tests {
     #[test]
     fn a_problem_keeps_the_last_good_groups_and_the_same_render() {
         let (mut m, snap) = merger();
-        m.apply(update(
-            0,
-            Change::Replace(vec![part("static_configs", "s")]),
-            None,
-        ));
-        m.apply(update(
-            1,
-            Change::Replace(vec![part("/sd/a.json", "a")]),
-            None,
-        ));
-        m.publish();
+        serve_a(&mut m, vec![part("/sd/a.json", "a")]);
         let before = snap.load().job("a").unwrap().rendered.clone();
         m.apply(update(1, Change::None, Some("/sd/a.json:1:1: broken")));
         m.publish();
@@ -822,17 +811,7 @@ mod tests {
     fn a_reload_keeps_kept_sources_and_holds_jobs_until_synced() {
         let metrics = Arc::new(Metrics::new());
         let (mut m, publisher) = merger_with_metrics(metrics.clone());
-        m.apply(update(
-            0,
-            Change::Replace(vec![part("static_configs", "s")]),
-            None,
-        ));
-        m.apply(update(
-            1,
-            Change::Replace(vec![part("/sd/a.json", "old")]),
-            None,
-        ));
-        m.publish();
+        serve_a(&mut m, vec![part("/sd/a.json", "old")]);
         let served_before = publisher.snapshot.load().job("a").unwrap().rendered.clone();
         assert!(metrics
             .encode(&publisher.snapshot.load())
@@ -1034,17 +1013,7 @@ mod tests {
     #[test]
     fn an_equal_part_keeps_the_served_fragment() {
         let (mut m, snap) = merger();
-        m.apply(update(
-            0,
-            Change::Replace(vec![part("static_configs", "s")]),
-            None,
-        ));
-        m.apply(update(
-            1,
-            Change::Replace(vec![part("/sd/a.json", "a")]),
-            None,
-        ));
-        m.publish();
+        serve_a(&mut m, vec![part("/sd/a.json", "a")]);
         let before = snap.load().job("a").unwrap().rendered.clone();
         let served = m.jobs[0].sources[1].parts["/sd/a.json"].clone();
         m.apply(update(
@@ -1076,17 +1045,7 @@ mod tests {
     #[test]
     fn an_unchanged_layout_keeps_the_same_render() {
         let (mut m, snap) = merger();
-        m.apply(update(
-            0,
-            Change::Replace(vec![part("static_configs", "s")]),
-            None,
-        ));
-        m.apply(update(
-            1,
-            Change::Replace(vec![part("/sd/a.json", "a")]),
-            None,
-        ));
-        m.publish();
+        serve_a(&mut m, vec![part("/sd/a.json", "a")]);
         let before = snap.load().job("a").unwrap().rendered.clone();
         let config = Config::parse(
             "jobs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:1']}]\n    file_sd_configs: [{files: [/sd/*.json]}]\n  - job_name: b\n",

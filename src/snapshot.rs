@@ -188,7 +188,6 @@ impl Rendered {
                 // The same bytes in other fragments (a source restarted
                 // by a reload re-read its files): serve the new ones, so
                 // the old ones are freed, under the old Last-Modified.
-                let (groups, targets) = (prev.groups, prev.targets);
                 return Rendered::build(body, hash, pieces, groups, targets, prev.last_modified);
             }
         }

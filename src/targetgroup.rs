@@ -219,8 +219,8 @@ impl Fragment {
     /// Appends the bytes served under `job` (escaped, as
     /// [`escape_job`] makes it) to `out`: with the leading comma, or
     /// without it when the fragment comes first in a body. Shared, not
-    /// copied: one segment, or three per group with the job's name
-    /// spliced in.
+    /// copied: one segment, or the job's name spliced in as a segment of
+    /// its own before each group's closing quote.
     pub fn served(&self, first: bool, job: &Bytes, out: &mut Vec<Bytes>) {
         let skip = usize::from(first).min(self.json.len());
         let mut at = skip;

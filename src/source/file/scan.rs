@@ -216,14 +216,8 @@ impl Scanner {
                     self.symlinked.insert(pattern.dir.clone());
                 }
                 let path = gopath::join(&pattern.dir, name);
-                let signature = match std::fs::metadata(&path) {
-                    Ok(meta) if meta.is_dir() => continue,
-                    Ok(meta) => Some(Signature::of(&meta)),
-                    // Deleted since the listing: gone.
-                    Err(e) if e.kind() == ErrorKind::NotFound && !is_symlink(&path) => continue,
-                    // Listed but not stat-able: a dangling symlink, often
-                    // mid-swap. Treated as unreadable, not as deleted.
-                    Err(_) => None,
+                let Some(signature) = seen(&path) else {
+                    continue;
                 };
                 listing
                     .found
@@ -304,16 +298,7 @@ impl Scanner {
                 // without an event naming it.
                 self.symlinked.insert(origin.clone());
             }
-            // As a listing sees it. `None`: gone (deleted, or a directory
-            // now); `Some(None)`: there but not stat-able (a dangling
-            // symlink, often mid-swap), which keeps its groups.
-            let seen = match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_dir() => None,
-                Ok(meta) => Some(Some(Signature::of(&meta))),
-                Err(e) if e.kind() == ErrorKind::NotFound && !is_symlink(&path) => None,
-                Err(_) => Some(None),
-            };
-            match seen {
+            match seen(&path) {
                 Some(signature) => self.look_at(path, signature, origin, false, &mut scan),
                 None => {
                     if self.files.remove(&path).is_some() {
@@ -444,6 +429,19 @@ fn read_names(dir: &str) -> std::io::Result<Vec<(String, bool)>> {
         }
     }
     Ok(names)
+}
+
+/// A matched name as a listing sees it. `None`: gone (deleted since the
+/// listing, or a directory); `Some(None)`: there but not stat-able (a
+/// dangling symlink, often mid-swap), unreadable rather than deleted, so
+/// it keeps its groups.
+fn seen(path: &str) -> Option<Option<Signature>> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(meta) => Some(Some(Signature::of(&meta))),
+        Err(e) if e.kind() == ErrorKind::NotFound && !is_symlink(path) => None,
+        Err(_) => Some(None),
+    }
 }
 
 fn is_symlink(path: &str) -> bool {
