@@ -431,7 +431,7 @@ fn a_flood_of_wrong_passwords_does_not_stall_other_answers() {
         "sdbridge.yml",
         &format!(
             "web:\n  basic_auth_users: {{alice: '{}'}}\njobs:\n{JOB}",
-            bcrypt::hash("right", 8).expect("bcrypt")
+            bcrypt::hash("right", 10).expect("bcrypt")
         ),
     );
     let bridge = Arc::new(Bridge::start(&config));
@@ -439,32 +439,69 @@ fn a_flood_of_wrong_passwords_does_not_stall_other_answers() {
     // The first check pays bcrypt; later ones hit the cache.
     let r = bridge.request("GET", "/http_sd/app", &[("Authorization", &good)]);
     assert_eq!(r.status, 200);
-    const FLOOD: usize = 24;
-    let done = Arc::new(AtomicUsize::new(0));
-    let flood: Vec<_> = (0..FLOOD)
-        .map(|i| {
-            let (bridge, done) = (bridge.clone(), done.clone());
+    let pid = bridge.pid();
+    let threads = move || -> usize {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("/proc status")
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Threads: line")
+    };
+    let before = threads();
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while sampling.load(Ordering::SeqCst) {
+                most = most.max(threads());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        })
+    };
+    // Clients that send a wrong password and hang up at once, again and
+    // again: each must wait for a bcrypt slot, not start a check of its own
+    // while the checks of those who left still run.
+    const CLIENTS: usize = 16;
+    const ROUNDS: usize = 12;
+    const FLOOD: usize = CLIENTS * ROUNDS;
+    let hung_up = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (addr, hung_up) = (bridge.addr, hung_up.clone());
             std::thread::spawn(move || {
-                let wrong = basic("alice", &format!("wrong-{i}"));
-                let status = bridge
-                    .request("GET", "/http_sd/app", &[("Authorization", &wrong)])
-                    .status;
-                done.fetch_add(1, Ordering::SeqCst);
-                status
+                use std::io::Write;
+                for round in 0..ROUNDS {
+                    let wrong = basic("alice", &format!("wrong-{c}-{round}"));
+                    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+                    let request = format!(
+                        "GET /http_sd/app HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\n\r\n"
+                    );
+                    stream.write_all(request.as_bytes()).expect("write");
+                    std::thread::sleep(Duration::from_millis(5));
+                    drop(stream);
+                    hung_up.fetch_add(1, Ordering::SeqCst);
+                }
             })
         })
         .collect();
-    // Let the flood arrive and queue up for bcrypt.
-    std::thread::sleep(Duration::from_millis(300));
+    for handle in flood {
+        handle.join().expect("flood thread");
+    }
+    assert_eq!(hung_up.load(Ordering::SeqCst), FLOOD);
+    // Probes and cached credentials answer while the checks drain.
     assert_eq!(bridge.get("/-/healthy").status, 200);
     let r = bridge.request("GET", "/http_sd/app", &[("Authorization", &good)]);
     assert_eq!(r.status, 200);
-    let finished = done.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    sampling.store(false, Ordering::SeqCst);
+    let most = sampler.join().expect("sampler");
+    let slots = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
     assert!(
-        finished < FLOOD,
-        "the cached request waited for all {FLOOD} wrong-password checks"
+        most <= before + slots + 4,
+        "{FLOOD} requests that hung up grew the bridge from {before} to {most} threads \
+         (bcrypt slots: {slots})"
     );
-    for handle in flood {
-        assert_eq!(handle.join().expect("flood thread"), 401);
-    }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -102,7 +103,37 @@ pub struct Auth {
     cache: Mutex<HashMap<Digest, bool>>,
     /// Shared across reloads so the bound holds whatever reloads happen.
     bcrypt: Arc<Semaphore>,
+    /// Checks running now and the most seen at once (the bound's proof).
+    running: Arc<Running>,
     challenges: Vec<HeaderValue>,
+}
+
+/// Counts bcrypt checks in progress and the most at once.
+#[derive(Debug, Default)]
+pub struct Running {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Running {
+    fn enter(self: &Arc<Self>) -> RunningGuard {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        RunningGuard(self.clone())
+    }
+
+    /// The most checks that ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Auth {
@@ -139,8 +170,14 @@ impl Auth {
             tokens,
             cache: Mutex::new(HashMap::new()),
             bcrypt,
+            running: Arc::default(),
             challenges,
         }))
+    }
+
+    /// The most bcrypt checks that ran at once since this was built.
+    pub fn bcrypt_peak(&self) -> usize {
+        self.running.peak()
     }
 
     /// The `WWW-Authenticate` values of a 401.
@@ -184,7 +221,7 @@ impl Auth {
         if let Some(&ok) = self.cached().get(&key) {
             return ok && known;
         }
-        let Ok(_slot) = self.bcrypt.acquire().await else {
+        let Ok(slot) = self.bcrypt.clone().acquire_owned().await else {
             return false;
         };
         // Another request with the same credentials may have finished
@@ -192,13 +229,20 @@ impl Auth {
         if let Some(&ok) = self.cached().get(&key) {
             return ok && known;
         }
-        // Copied only for a check that misses the cache.
+        // Copied only for a check that misses the cache. The slot moves
+        // into the check: a client that hangs up drops this future, not
+        // the check, so the slot is held as long as bcrypt runs.
         let (password, hash) = (password.to_vec(), hash.to_string());
-        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        let running = self.running.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let _running = running.enter();
+            bcrypt::verify(password, &hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         let ok = verified && known;
         let mut cache = self.cached();
         if cache.len() >= CACHE_SIZE {
@@ -250,6 +294,38 @@ mod tests {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         with(&format!("Basic {encoded}"))
+    }
+
+    /// Regression: the slot was held by the request future, so a client
+    /// that hung up freed it while its bcrypt check went on running, and
+    /// every new wrong password started another check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_that_hang_up_do_not_lift_the_bcrypt_bound() {
+        let hash = bcrypt::hash("right", 10).unwrap();
+        let a = Arc::new(auth(&format!("basic_auth_users: {{alice: '{hash}'}}")));
+        for round in 0..3 {
+            let checks: Vec<_> = (0..16)
+                .map(|i| {
+                    let a = a.clone();
+                    tokio::spawn(async move {
+                        let wrong = basic("alice", &format!("wrong-{round}-{i}"));
+                        // The client hangs up long before bcrypt is done.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(5),
+                            a.allows(&wrong),
+                        )
+                        .await;
+                    })
+                })
+                .collect();
+            for check in checks {
+                check.await.unwrap();
+            }
+        }
+        // Let the checks already started finish.
+        let _ = a.bcrypt.acquire().await;
+        assert!(a.bcrypt_peak() >= 1, "no check ran at all");
+        assert_eq!(a.bcrypt_peak(), 1, "more checks ran at once than slots");
     }
 
     #[tokio::test]
