@@ -209,6 +209,7 @@ fn request(c: &mut Criterion) {
         tokio::spawn(sdbridge::http::run(
             listener,
             state.clone(),
+            sdbridge::http::Bounds::default(),
             std::future::pending(),
         ));
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -110,14 +110,59 @@ pub struct Limits {
     /// input, whose last good groups stay served.
     #[serde(default = "default_max_input")]
     pub max_input_size: ByteSize,
+    /// Client connections served at once (default 4096); past it, up to
+    /// [`crate::http::PROBE_CONNECTIONS`] more answer the probes only, so
+    /// a full server still tells its orchestrator it is alive. Read at
+    /// start, like `listen`.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "max_connections"
+    )]
+    pub max_connections: usize,
+    /// How long a client connection may go without a request in progress
+    /// (from accept, and between requests) before it is closed (default
+    /// 30s), so silent connections cannot hold every place. Read at start.
+    #[serde(default = "default_idle_timeout", deserialize_with = "idle_timeout")]
+    pub idle_timeout: PromDuration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_input_size: default_max_input(),
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    crate::http::MAX_CONNECTIONS
+}
+
+fn default_idle_timeout() -> PromDuration {
+    PromDuration(crate::http::IDLE_TIMEOUT)
+}
+
+fn max_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if !(1..=1 << 20).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "max_connections must be between 1 and {}, got {n}",
+            1 << 20
+        )));
+    }
+    Ok(n)
+}
+
+fn idle_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PromDuration, D::Error> {
+    let t = PromDuration::deserialize(d)?;
+    if t.0.is_zero() {
+        return Err(serde::de::Error::custom(
+            "idle_timeout must be greater than 0",
+        ));
+    }
+    Ok(t)
 }
 
 fn default_max_input() -> ByteSize {

@@ -246,6 +246,9 @@ pub async fn serve(
     let publisher = Publisher::new(placeholder());
     let mut sources = Runtime::start(&config, &publisher, &metrics, Some(persistence)).await;
     let mut state_dir = config.state_dir.clone();
+    // The config of the last successful reload, to warn once per change
+    // of what only a restart applies.
+    let mut last = config.clone();
     tracing::info!(
         addr = %local,
         jobs = config.jobs.len(),
@@ -261,9 +264,14 @@ pub async fn serve(
         web: ArcSwap::from_pointee(web),
     });
     let stop = CancellationToken::new();
+    let bounds = http::Bounds {
+        max_connections: config.limits.max_connections,
+        idle_timeout: config.limits.idle_timeout.0,
+    };
     let server = tokio::spawn(http::run(
         listener,
         state.clone(),
+        bounds,
         stop.clone().cancelled_owned(),
     ));
     loop {
@@ -303,9 +311,18 @@ pub async fn serve(
                     tracing::warn!("switching TLS on or off takes a restart; serving as before");
                 }
                 state.web.store(Arc::new(web));
-                if listen.is_none() && new.listen != config.listen {
+                // Warned once per change, not on every later reload.
+                if listen.is_none() && new.listen != last.listen {
                     tracing::warn!(listen = %new.listen, "the listen address changes only on restart");
                 }
+                if new.limits.max_connections != last.limits.max_connections
+                    || new.limits.idle_timeout != last.limits.idle_timeout
+                {
+                    tracing::warn!(
+                        "limits.max_connections and limits.idle_timeout change only on restart"
+                    );
+                }
+                last = new.clone();
                 let applied = sources.apply(&new).await;
                 tracing::info!(
                     jobs = new.jobs.len(),

@@ -7,6 +7,7 @@ mod macros;
 mod util;
 
 mod cli;
+mod connections;
 mod consul;
 mod consul_filter;
 mod e2e;

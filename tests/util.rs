@@ -279,6 +279,11 @@ impl KeepAlive {
         conn
     }
 
+    /// The connection itself (to watch it close).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.stream.get_mut()
+    }
+
     /// GET `path` on this connection (the answer must have a
     /// Content-Length, as sdbridge's do).
     pub fn get(&mut self, path: &str) -> Response {

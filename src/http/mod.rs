@@ -2,10 +2,8 @@
 //! [`Snapshot`] once, answer from its pre-built bytes, and never lock, await
 //! or serialize JSON on the request path.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,12 +13,13 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
+
+mod server;
+
+pub use server::{
+    run, Bounds, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, PROBE_CONNECTIONS,
+};
 
 use crate::chain::ChainBody;
 use crate::metrics::Metrics;
@@ -28,18 +27,6 @@ use crate::shard::Shard;
 use crate::snapshot::{JobSnapshot, Rendered, Snapshot};
 use crate::web::{self, Web};
 
-/// Most connections served at once; more wait in the accept queue.
-pub const MAX_CONNECTIONS: usize = 4096;
-/// Largest request head (request line and headers) read.
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
-/// First pause after a failed `accept` (out of file descriptors).
-const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
-/// Longest pause between `accept` retries.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests get to finish on shutdown.
-const GRACE: Duration = Duration::from_secs(5);
 /// Seconds a client is told to wait while a job is not synced yet.
 const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -59,113 +46,10 @@ pub struct AppState {
     pub web: ArcSwap<Web>,
 }
 
-/// Serves `listener` until `shutdown` resolves, then lets in-flight
-/// connections finish for a short grace period.
-pub async fn run(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        // Request heads over 64 KiB get 431 (CONTRACT section 4).
-        .max_buf_size(MAX_REQUEST_HEAD);
-    tokio::pin!(shutdown);
-    let mut accept_delay: Option<Duration> = None;
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => {
-                    if accept_delay.is_some() {
-                        tracing::info!("accepting connections again");
-                        accept_delay = None;
-                    }
-                    conn
-                }
-                Err(e) => {
-                    // Usually EMFILE: the pending connection stays queued,
-                    // so retrying at once would spin. Back off, doubling.
-                    let delay = accept_delay.map_or(ACCEPT_BACKOFF_FIRST, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
-                    if accept_delay != Some(delay) {
-                        tracing::warn!(error = %e, retry_in = ?delay, "accept failed");
-                    }
-                    accept_delay = Some(delay);
-                    drop(permit);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => continue,
-                        () = &mut shutdown => break,
-                    }
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // A body goes out in several writes (a chain of parts, TLS
-        // records): without TCP_NODELAY, Nagle's algorithm holds a short
-        // last write (the closing `]`) until the client's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let web = state.web.load_full();
-        let builder = if web.http2 {
-            builder.clone()
-        } else {
-            builder.clone().http1_only()
-        };
-        let state = state.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, req).await) }
-            });
-            // The handshake runs here, not in the accept loop, so a slow
-            // client holds up only itself.
-            let served = match &web.tls {
-                None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-                Some(tls) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                        Ok(Ok(stream)) => {
-                            let connection =
-                                builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(connection.into_owned()).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => tracing::warn!("shutdown grace period over; closing connections"),
-    }
-    Ok(())
+/// Whether `path` is one of the probes orchestrators ask for, answered
+/// even on a full server.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/-/healthy" | "/-/ready")
 }
 
 /// Answers one request: `/-/reload` waits for the daemon, everything else
