@@ -49,6 +49,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod fatal;
 pub mod gopath;
 pub mod gzip;
 pub mod http;

@@ -523,19 +523,18 @@ impl Merger {
         }
     }
 
-    /// Runs the merger on a thread of its own.
+    /// Runs the merger on a thread of its own, whose death ends the
+    /// process ([`crate::fatal`]).
     pub fn spawn(self, messages: mpsc::Receiver<Message>) {
-        let started = std::thread::Builder::new()
-            .name("sdbridge-merger".into())
-            .spawn(move || self.run(messages));
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the merger thread");
-        }
+        crate::fatal::spawn("merger", move || self.run(messages));
     }
 
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Update(update) => self.apply(update),
+            Message::Update(update) => {
+                crate::fatal::test_panic("merger");
+                self.apply(update)
+            }
             Message::Layout(layout) => self.reconfigure(layout),
         }
     }
@@ -559,33 +558,29 @@ impl Compressor {
     fn spawn() -> Compressor {
         let queue: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
         let worker = queue.clone();
-        let started = std::thread::Builder::new()
-            .name("sdbridge-gzip".into())
-            .spawn(move || {
-                let mut chunks = crate::gzip::Chunks::default();
-                loop {
-                    let (lock, ready) = &*worker;
-                    let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    while pending.bodies.is_empty() && !pending.closed {
-                        pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
-                    }
-                    if pending.bodies.is_empty() {
-                        return;
-                    }
-                    let batch = std::mem::take(&mut pending.bodies);
-                    drop(pending);
-                    for rendered in batch {
-                        // Superseded while waiting: nobody can serve it.
-                        if Arc::strong_count(&rendered) > 1 {
-                            rendered.compress_with(&mut chunks);
-                        }
-                    }
-                    chunks.rotate();
+        crate::fatal::spawn("gzip", move || {
+            let mut chunks = crate::gzip::Chunks::default();
+            loop {
+                let (lock, ready) = &*worker;
+                let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while pending.bodies.is_empty() && !pending.closed {
+                    pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
                 }
-            });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the gzip thread; gzip clients get identity");
-        }
+                if pending.bodies.is_empty() {
+                    return;
+                }
+                let batch = std::mem::take(&mut pending.bodies);
+                drop(pending);
+                crate::fatal::test_panic("gzip");
+                for rendered in batch {
+                    // Superseded while waiting: nobody can serve it.
+                    if Arc::strong_count(&rendered) > 1 {
+                        rendered.compress_with(&mut chunks);
+                    }
+                }
+                chunks.rotate();
+            }
+        });
         Compressor { queue }
     }
 

@@ -15,6 +15,7 @@ mod e2e_consul;
 mod e2e_migrate;
 mod examples;
 mod fake_consul;
+mod fatal;
 mod file_sd;
 mod http;
 mod http_sd;

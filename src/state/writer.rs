@@ -77,19 +77,11 @@ impl Writer {
             interval,
         });
         let worker = shared.clone();
-        let started = std::thread::Builder::new()
-            .name("sdbridge-state".into())
-            .spawn(move || {
-                worker.run();
-                worker.lock().finished = true;
-                worker.ended.notify_all();
-            });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the state writer thread; nothing will be persisted");
-            let mut queue = shared.lock();
-            queue.closed = true;
-            queue.finished = true;
-        }
+        crate::fatal::spawn("state", move || {
+            worker.run();
+            worker.lock().finished = true;
+            worker.ended.notify_all();
+        });
         Arc::new(Writer { shared })
     }
 
@@ -219,6 +211,7 @@ impl Shared {
 
     /// Writes one job's file; logs and counts a failure.
     fn write(&self, dir: &Path, job: &str, pending: &Pending) -> bool {
+        crate::fatal::test_panic("state");
         let r = &pending.rendered;
         let head = format::header(job, &pending.key, r.last_modified, &r.body);
         let path = dir.join(format::file_name(job));
