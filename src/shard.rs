@@ -48,11 +48,15 @@ impl Shard {
             if slot.is_some() {
                 return Err(format!("{key} is given more than once"));
             }
-            *slot = Some(
-                value
-                    .parse::<u64>()
-                    .map_err(|_| format!("{key}={value:?} is not a non-negative integer"))?,
-            );
+            // Query values are percent-decoded (`%30` is `0`), then must
+            // be plain decimal digits: no sign, no space, no exponent.
+            let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            let number = Some(&*decoded)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            *slot = Some(number.ok_or_else(|| {
+                format!("{key}={decoded:?} is not a non-negative integer")
+            })?);
         }
         match (index, modulus) {
             (None, None) => Ok(None),
@@ -97,6 +101,20 @@ impl Clone for Shards {
 }
 
 impl Shards {
+    /// Whether `shard`'s body (and its gzip, if `gzip`) is built already,
+    /// so answering it costs no work.
+    pub fn is_built(&self, shard: Shard, gzip: bool) -> bool {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter()
+            .find(|(n, _)| *n == shard.modulus)
+            .and_then(|(_, cell)| cell.get())
+            .and_then(|shards| shards.get(shard.index as usize))
+            .is_some_and(|cut| !gzip || cut.gzip.get().is_some())
+    }
+
     /// `shard` of `parent`, building all of `parent`'s shards for that
     /// modulus if this is the first request for it. Concurrent first
     /// requests wait for one build.
@@ -222,9 +240,22 @@ mod tests {
             "shard=a&of=2",
             "shard=0&shard=1&of=2",
             "shard=&of=2",
+            // Regression: a sign passed Rust's integer parse.
+            "shard=+0&of=2",
+            "shard=%2B0&of=2",
+            "shard=0&of= 2",
+            "shard=0&of=2%20",
         ] {
             assert!(q(bad).is_err(), "{bad}");
         }
+        // Regression: percent-encoded digits were refused.
+        assert_eq!(
+            q("shard=%30&of=%32"),
+            Ok(Some(Shard {
+                index: 0,
+                modulus: 2
+            }))
+        );
     }
 
     fn rendered(body: &str) -> Arc<Rendered> {

@@ -2,7 +2,7 @@
 //! [`Snapshot`] once, answer from its pre-built bytes, and never lock, await
 //! or serialize JSON on the request path.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -13,7 +13,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 mod server;
 
@@ -52,9 +52,10 @@ fn is_probe(path: &str) -> bool {
     matches!(path, "/-/healthy" | "/-/ready")
 }
 
-/// Answers one request: `/-/reload` waits for the daemon, everything else
-/// is answered from the snapshot without awaiting anything.
-async fn respond(state: &AppState, req: Request<Incoming>) -> Response<ChainBody> {
+/// Answers one request: `/-/reload` waits for the daemon, an answer that
+/// must be built first waits for the blocking pool ([`build_off_worker`]),
+/// everything else is answered from the snapshot without awaiting anything.
+async fn respond(state: &Arc<AppState>, req: Request<Incoming>) -> Response<ChainBody> {
     let web = state.web.load_full();
     let mut response = match &web.auth {
         Some(auth) if !web::is_open_path(req.uri().path()) && !auth.allows(req.headers()).await => {
@@ -67,12 +68,63 @@ async fn respond(state: &AppState, req: Request<Incoming>) -> Response<ChainBody
                 .request("/-/reload", response.status().as_u16());
             response
         }
+        _ if must_build(&state.snapshot.load(), &req) => build_off_worker(state, req).await,
         _ => handle(state, &req),
     };
     for (name, value) in &web.headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response
+}
+
+/// How many answers are built at once: half the cores, at least one, so
+/// the other half keeps answering.
+fn build_slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        Arc::new(Semaphore::new(n))
+    })
+}
+
+/// Whether answering `req` needs work proportional to a body: the
+/// targets page (it reads the whole body), or a shard whose cut (or its
+/// gzip) the first request for it builds. Such work never runs on the
+/// async workers, which must keep answering probes and cached bodies.
+fn must_build<B>(snapshot: &Snapshot, req: &Request<B>) -> bool {
+    let path = req.uri().path();
+    if path.starts_with("/targets/") {
+        return true;
+    }
+    let Ok(Some(shard)) = Shard::from_query(req.uri().query()) else {
+        return false;
+    };
+    let rendered = match Target::of(snapshot, path) {
+        Target::All if snapshot.all_ready => &snapshot.all,
+        Target::Job(job) if job.ready => &job.rendered,
+        _ => return false,
+    };
+    !rendered
+        .shards
+        .is_built(shard, accepts_gzip(req.headers()))
+}
+
+/// [`handle`] on the blocking pool, at most [`build_slots`] at once. The
+/// slot moves into the blocking task: a client that hangs up drops this
+/// future, not the work, so the bound holds whatever clients do.
+async fn build_off_worker(state: &Arc<AppState>, req: Request<Incoming>) -> Response<ChainBody> {
+    let Ok(slot) = build_slots().clone().acquire_owned().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let (parts, _body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        handle(&state, &req)
+    })
+    .await
+    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed"))
 }
 
 /// 401 for a request without good credentials, whatever it asked for:
