@@ -54,9 +54,9 @@ impl Shard {
             let number = Some(&*decoded)
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok());
-            *slot = Some(number.ok_or_else(|| {
-                format!("{key}={decoded:?} is not a non-negative integer")
-            })?);
+            *slot = Some(
+                number.ok_or_else(|| format!("{key}={decoded:?} is not a non-negative integer"))?,
+            );
         }
         match (index, modulus) {
             (None, None) => Ok(None),

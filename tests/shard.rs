@@ -238,7 +238,10 @@ fn probes_answer_while_clients_cycle_through_moduli() {
                 let mut n = 0u64;
                 while cycling.load(Ordering::SeqCst) {
                     let of = 2 + (c * 5 + n % 5);
-                    assert_eq!(bridge.get(&format!("/http_sd/big?shard=0&of={of}")).status, 200);
+                    assert_eq!(
+                        bridge.get(&format!("/http_sd/big?shard=0&of={of}")).status,
+                        200
+                    );
                     n += 1;
                 }
             })

@@ -104,9 +104,7 @@ fn must_build<B>(snapshot: &Snapshot, req: &Request<B>) -> bool {
         Target::Job(job) if job.ready => &job.rendered,
         _ => return false,
     };
-    !rendered
-        .shards
-        .is_built(shard, accepts_gzip(req.headers()))
+    !rendered.shards.is_built(shard, accepts_gzip(req.headers()))
 }
 
 /// [`handle`] on the blocking pool, at most [`build_slots`] at once. The
@@ -124,7 +122,12 @@ async fn build_off_worker(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
         handle(&state, &req)
     })
     .await
-    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed"))
+    .unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "building the answer failed",
+        )
+    })
 }
 
 /// 401 for a request without good credentials, whatever it asked for:

@@ -3,7 +3,9 @@
 //!
 //! Nothing runs while nobody asks: the files are `stat`ed when they are
 //! used, at most once per [`CHECK_EVERY`], and read again only when a
-//! file's identity, size or modification time moved. `stat` follows
+//! file's identity, size or modification time moved. That look runs on
+//! tokio's blocking pool (the value in use answers meanwhile), never on
+//! the async worker of the request or handshake that asked. `stat` follows
 //! symlinks, so a Kubernetes Secret's `..data` swap counts as a change. A
 //! new version that does not load (a certificate written before its key)
 //! is logged and the previous one stays in use until the files change
@@ -44,6 +46,10 @@ pub type Loader<T> = fn(&[Vec<u8>]) -> Result<T, String>;
 
 /// The latest value loaded from a set of files.
 pub struct Watched<T> {
+    inner: Arc<Inner<T>>,
+}
+
+struct Inner<T> {
     paths: Vec<PathBuf>,
     load: Loader<T>,
     current: ArcSwap<T>,
@@ -58,43 +64,55 @@ pub struct Watched<T> {
 impl<T> std::fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watched")
-            .field("paths", &self.paths)
+            .field("paths", &self.inner.paths)
             .finish_non_exhaustive()
     }
 }
 
-impl<T> Watched<T> {
+impl<T: Send + Sync + 'static> Watched<T> {
     /// Reads and loads the files now; an error names the file that could
     /// not be read, or says why the contents do not load.
     pub fn open(paths: Vec<PathBuf>, load: Loader<T>) -> Result<Self, String> {
         let stamps = paths.iter().map(stamp).collect();
         let value = read_all(&paths).and_then(|contents| load(&contents))?;
         Ok(Watched {
-            paths,
-            load,
-            current: ArcSwap::from_pointee(value),
-            checked: AtomicU64::new(0),
-            epoch: Instant::now(),
-            stamps: Mutex::new(stamps),
+            inner: Arc::new(Inner {
+                paths,
+                load,
+                current: ArcSwap::from_pointee(value),
+                checked: AtomicU64::new(0),
+                epoch: Instant::now(),
+                stamps: Mutex::new(stamps),
+            }),
         })
     }
 
-    /// The value to use now, re-read first if the files changed and the
-    /// last look is older than [`CHECK_EVERY`].
+    /// The value to use now. If the last look at the files is older than
+    /// [`CHECK_EVERY`], one is started off this thread (inside a tokio
+    /// runtime; outside one, here): a change is in use from a later call.
     pub fn get(&self) -> Arc<T> {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.checked.load(Ordering::Relaxed);
+        let inner = &self.inner;
+        let now = inner.epoch.elapsed().as_millis() as u64;
+        let last = inner.checked.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= CHECK_EVERY.as_millis() as u64
-            && self
+            && inner
                 .checked
                 .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.refresh();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let inner = inner.clone();
+                    drop(runtime.spawn_blocking(move || inner.refresh()));
+                }
+                Err(_) => inner.refresh(),
+            }
         }
-        self.current.load_full()
+        inner.current.load_full()
     }
+}
 
+impl<T> Inner<T> {
     fn refresh(&self) {
         let Ok(mut stamps) = self.stamps.try_lock() else {
             return;
@@ -165,6 +183,33 @@ mod tests {
         assert_eq!(*w.get(), "two");
         std::fs::write(&path, "three!").unwrap();
         assert!(wait_for(&w, "three!"));
+    }
+
+    /// Regression: the look at the files (a `stat`, maybe a read and a
+    /// certificate parse) ran on the async worker of the request or TLS
+    /// handshake that asked.
+    #[tokio::test]
+    async fn inside_a_runtime_the_files_are_looked_at_off_the_calling_thread() {
+        static LOADED_ON: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+        fn recording(contents: &[Vec<u8>]) -> Result<String, String> {
+            LOADED_ON.lock().unwrap().push(std::thread::current().id());
+            lines(contents)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "one").unwrap();
+        let w = Watched::open(vec![path.clone()], recording).unwrap();
+        std::fs::write(&path, "two!").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while *w.get() != "two!" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*w.get(), "two!");
+        let here = std::thread::current().id();
+        let loads = LOADED_ON.lock().unwrap().clone();
+        assert_eq!(loads.len(), 2, "open, then one re-read");
+        assert_eq!(loads[0], here, "open reads where it is called");
+        assert_ne!(loads[1], here, "the re-read ran on the calling thread");
     }
 
     #[test]
