@@ -148,7 +148,9 @@ pub fn read(path: &Path, max_body: u64, now: SystemTime) -> Result<Option<Persis
         format!("a body of {body} bytes is larger than limits.max_input_size ({max_body} bytes)")
     };
     if size > max_body.saturating_add(MAX_HEADER as u64) {
-        return Err(too_large(size));
+        return Err(format!(
+            "{size} bytes, more than a header and limits.max_input_size ({max_body} bytes) can take"
+        ));
     }
     let mut bytes = Vec::new();
     read_up_to(&mut file, &mut bytes, size.min(MAX_HEADER as u64 + 2))?;
@@ -430,7 +432,7 @@ mod tests {
             ("dir", "not a regular file (a directory)"),
             (
                 "sparse",
-                "8589934592 bytes is larger than limits.max_input_size",
+                "8589934592 bytes, more than a header and limits.max_input_size",
             ),
             ("longer", &longer),
             ("zero", "a symbolic link"),
