@@ -236,7 +236,24 @@ pub async fn serve(
         message,
     })?;
     let metrics = Arc::new(Metrics::new());
-    let persistence = open_state(&path, &config, &metrics)?;
+    // Off the async workers, and abandoned on SIGTERM/SIGINT: a slow or
+    // hung disk under state_dir must not keep the daemon from stopping.
+    let opening = tokio::task::spawn_blocking({
+        let (path, metrics) = (path.clone(), metrics.clone());
+        let (dir, jobs, max) = state_of(&config);
+        move || open_state(&path, dir.as_deref(), &jobs, max, &metrics)
+    });
+    let persistence = tokio::select! {
+        opened = opening => opened.map_err(|e| RunError::Serve(std::io::Error::other(e)))??,
+        Some(()) = recv(&mut term) => {
+            tracing::info!("SIGTERM while reading state_dir: stopping");
+            return Ok(());
+        }
+        Some(()) = recv(&mut int) => {
+            tracing::info!("SIGINT while reading state_dir: stopping");
+            return Ok(());
+        }
+    };
     let writer = persistence.writer.clone();
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
@@ -354,31 +371,43 @@ pub async fn serve(
     }
 }
 
-/// The state writer, and the bodies `config`'s `state_dir` holds for its
-/// jobs; an unusable `state_dir` stops the start.
+/// What [`open_state`] needs of `config`: its `state_dir`, each job's name
+/// and key, and `limits.max_input_size`.
+fn state_of(config: &Config) -> (Option<PathBuf>, Vec<(String, String)>, u64) {
+    let jobs = config
+        .jobs
+        .iter()
+        .map(|job| {
+            let sources = source::sources_of(job);
+            (
+                job.job_name.clone(),
+                state::job_key(&job.job_name, &sources),
+            )
+        })
+        .collect();
+    (
+        config.state_dir.clone(),
+        jobs,
+        config.limits.max_input_size.0,
+    )
+}
+
+/// The state writer, and the bodies `dir` holds for `jobs` (name, key),
+/// each at most `max_body` bytes; an unusable `state_dir` stops the start.
 fn open_state(
     path: &std::path::Path,
-    config: &Config,
+    dir: Option<&std::path::Path>,
+    jobs: &[(String, String)],
+    max_body: u64,
     metrics: &Arc<Metrics>,
 ) -> Result<Persistence, RunError> {
     let mut loaded = state::Loaded::new();
-    if let Some(dir) = &config.state_dir {
+    if let Some(dir) = dir {
         state::prepare(dir).map_err(|source| RunError::State {
             config: path.to_path_buf(),
             source,
         })?;
-        let jobs: Vec<(String, String)> = config
-            .jobs
-            .iter()
-            .map(|job| {
-                let sources = source::sources_of(job);
-                (
-                    job.job_name.clone(),
-                    state::job_key(&job.job_name, &sources),
-                )
-            })
-            .collect();
-        loaded = state::load(dir, &jobs);
+        loaded = state::load(dir, jobs, max_body);
     }
     Ok(Persistence {
         writer: state::Writer::spawn(metrics.clone()),

@@ -191,17 +191,14 @@ impl Rendered {
                 return Rendered::build(body, hash, pieces, groups, targets, prev.last_modified);
             }
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         // Whole seconds, and always later than the body it replaces: a
         // client holding the old Last-Modified must not get a 304 for a
-        // body that changed within the same second.
+        // body that changed within the same second. Saturating: at the
+        // last HTTP date it stays there (the ETag still changes).
         let after_previous = previous
-            .and_then(|p| p.last_modified.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() + 1);
-        let last_modified = UNIX_EPOCH + Duration::from_secs(now.max(after_previous));
+            .map(|p| unix_seconds(p.last_modified).saturating_add(1))
+            .unwrap_or(0);
+        let last_modified = at_second(unix_seconds(SystemTime::now()).max(after_previous));
         Rendered::build(body, hash, pieces, groups, targets, last_modified)
     }
 
@@ -248,6 +245,9 @@ impl Rendered {
         targets: usize,
         last_modified: SystemTime,
     ) -> Arc<Rendered> {
+        // Whole seconds in what an HTTP date can show, whatever it came
+        // from (a state file's header).
+        let last_modified = at_second(unix_seconds(last_modified));
         // A 128-bit content hash: not a security boundary, just a
         // validator that must be equal wherever the bytes are equal.
         let etag = header(&format!("\"{hash:032x}\""));
@@ -259,7 +259,7 @@ impl Rendered {
             etag,
             gzip_etag,
             last_modified,
-            last_modified_header: header(&httpdate::fmt_http_date(last_modified)),
+            last_modified_header: header(&http_date(last_modified)),
             groups,
             targets,
             shards: Default::default(),
@@ -317,6 +317,29 @@ impl Rendered {
             gzip::assemble(&self.body, segments)
         })
     }
+}
+
+/// The last second an HTTP date can show (9999-12-31 23:59:59 UTC);
+/// `httpdate` panics on later times, and on times before 1970.
+pub const LAST_HTTP_DATE: u64 = 253_402_300_799;
+
+/// `t` as an HTTP date, clamped to what one can show: never panics.
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(at_second(unix_seconds(t)))
+}
+
+/// Whole Unix seconds of `t`: 0 before 1970.
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The time `secs` after 1970, clamped to [`LAST_HTTP_DATE`] (which every
+/// `SystemTime` can hold).
+fn at_second(secs: u64) -> SystemTime {
+    let secs = secs.min(LAST_HTTP_DATE);
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 fn header(value: &str) -> HeaderValue {
@@ -419,6 +442,27 @@ mod tests {
         let c = again("[3]", &b);
         assert!(b.last_modified > a.last_modified);
         assert!(c.last_modified > b.last_modified);
+    }
+
+    /// Issue 17: a `Last-Modified` at or past the last HTTP date (a state
+    /// file's `built`) neither panics when formatted nor when the next
+    /// body is dated one second later.
+    #[test]
+    fn last_modified_at_the_end_of_http_dates_cannot_panic() {
+        let end = UNIX_EPOCH + Duration::from_secs(LAST_HTTP_DATE);
+        for secs in [LAST_HTTP_DATE, LAST_HTTP_DATE + 1, i64::MAX as u64 / 2] {
+            let at = UNIX_EPOCH + Duration::from_secs(secs);
+            let restored = Rendered::restored(Bytes::from_static(b"[1]"), 0, 0, at);
+            assert_eq!(restored.last_modified, end, "{secs}");
+            assert_eq!(
+                restored.last_modified_header,
+                "Fri, 31 Dec 9999 23:59:59 GMT"
+            );
+            let next = again("[2]", &restored);
+            assert_eq!(next.last_modified, end);
+        }
+        let before_1970 = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(http_date(before_1970), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]

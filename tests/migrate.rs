@@ -404,3 +404,114 @@ fn a_broken_input_is_an_error_with_file_and_line() {
     assert!(stderr.contains("etc/prometheus.yml:4:"), "{stderr}");
     assert!(!dir.path("out").exists());
 }
+
+/// `etc/prometheus.yml` migrated into `out` (with `extra` arguments).
+fn migrate_into_out(dir: &Dir, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "etc/prometheus.yml",
+        "--out-dir",
+        "out",
+        "--url",
+        "http://127.0.0.1:9412",
+    ];
+    args.extend_from_slice(extra);
+    migrate(dir, args)
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Issue 17: a `0600` input holding a Consul token gave two `0644`
+/// outputs with the token in `sdbridge.yml`. The outputs take the input's
+/// mode, whatever the umask.
+#[test]
+fn migrate_outputs_take_the_inputs_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    for (input_mode, out) in [(0o600, "out"), (0o640, "out2")] {
+        let dir = Dir::new();
+        copy_example(&dir);
+        let input = dir.path("etc/prometheus.yml");
+        std::fs::set_permissions(&input, std::fs::Permissions::from_mode(input_mode)).unwrap();
+        let (ok, _, stderr) = migrate(
+            &dir,
+            [
+                "etc/prometheus.yml",
+                "--out-dir",
+                out,
+                "--url",
+                "http://127.0.0.1:9412",
+            ],
+        );
+        assert!(ok, "{stderr}");
+        for file in ["sdbridge.yml", "prometheus.yml"] {
+            let path = dir.path(&format!("{out}/{file}"));
+            assert_eq!(mode(&path), input_mode, "{}", path.display());
+        }
+    }
+}
+
+/// Issue 17: an existing `DIR/<input name>` that is not the input and
+/// differs is replaced only with `--force`; an identical one is fine.
+#[test]
+fn migrate_does_not_replace_a_different_scrape_config_without_force() {
+    let dir = Dir::new();
+    copy_example(&dir);
+    let theirs = "# an operator's own file\nscrape_configs: []\n";
+    dir.write("out/prometheus.yml", theirs);
+    let (ok, _, stderr) = migrate_into_out(&dir, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "out/prometheus.yml exists and differs from the one this run would write; pass --force"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(read(&dir, "out/prometheus.yml"), theirs);
+    assert!(!dir.path("out/sdbridge.yml").exists(), "nothing written");
+
+    let (ok, _, stderr) = migrate_into_out(&dir, &["--force"]);
+    assert!(ok, "{stderr}");
+    let migrated = read(&dir, "out/prometheus.yml");
+    assert!(migrated.contains("http_sd/node"), "{migrated}");
+    // The same outputs again: nothing differs, no --force needed.
+    let (ok, _, stderr) = migrate_into_out(&dir, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(read(&dir, "out/prometheus.yml"), migrated);
+}
+
+/// Issue 17: writing would replace a symlink with a regular file (not
+/// write through it), so a symlink output needs `--force`; its target is
+/// never touched.
+#[test]
+fn migrate_refuses_a_symlink_output_without_force() {
+    let dir = Dir::new();
+    copy_example(&dir);
+    let target = "# the link's target\n";
+    dir.write("elsewhere/prometheus.yml", target);
+    std::fs::create_dir_all(dir.path("out")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path("elsewhere/prometheus.yml"),
+        dir.path("out/prometheus.yml"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = migrate_into_out(&dir, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("out/prometheus.yml is a symbolic link; pass --force"),
+        "{stderr}"
+    );
+    assert!(!dir.path("out/sdbridge.yml").exists(), "nothing written");
+
+    let (ok, _, stderr) = migrate_into_out(&dir, &["--force"]);
+    assert!(ok, "{stderr}");
+    let link = std::fs::symlink_metadata(dir.path("out/prometheus.yml")).unwrap();
+    assert!(link.file_type().is_file(), "the link is replaced");
+    assert!(read(&dir, "out/prometheus.yml").contains("http_sd/node"));
+    assert_eq!(read(&dir, "elsewhere/prometheus.yml"), target);
+}

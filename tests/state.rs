@@ -39,8 +39,12 @@ fn state_file(dir: &Dir, job: &str) -> PathBuf {
     dir.path(&format!("state/{job}.state"))
 }
 
-/// The body a state file holds (after its header), if it can be read.
+/// The body a state file holds (after its header), if it is a regular
+/// file that can be read (never opening a FIFO, which would block).
 fn persisted_body(path: &Path) -> Option<Vec<u8>> {
+    if !std::fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
     let bytes = std::fs::read(path).ok()?;
     let at = bytes.windows(2).position(|w| w == b"\n\n")?;
     Some(bytes[at + 2..].to_vec())
@@ -326,4 +330,148 @@ fn sigterm_writes_the_body_still_waiting() {
         persisted_body(&state_file(&dir, "files")).as_deref(),
         Some(last.as_bytes())
     );
+}
+
+/// `file` (a state file's bytes) with its `built` line set to `built` and
+/// the checksum recomputed, as anyone who can write the file can do.
+fn with_built(file: &[u8], built: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(file).expect("UTF-8 state file");
+    let (head, body) = text.split_once("\n\n").expect("a header");
+    let mut covered = String::new();
+    for line in head.lines().filter(|l| !l.starts_with("xxh3 ")) {
+        match line.strip_prefix("built ") {
+            Some(_) => covered.push_str(&format!("built {built}\n")),
+            None => covered.push_str(&format!("{line}\n")),
+        }
+    }
+    let sum = xxhash_rust::xxh3::xxh3_128(format!("{covered}{body}").as_bytes());
+    format!("{covered}xxh3 {sum:032x}\n\n{body}").into_bytes()
+}
+
+/// Issue 17: a state file with a valid checksum and a `built` past year
+/// 9999, at its last second or more than a day ahead of the clock made
+/// every start exit 101, panicked the merger on the first sync, or pinned
+/// `Last-Modified` in the future. Each is ignored with a warning; the
+/// daemon starts, serves its live body with a sane date and persists that.
+#[test]
+fn a_state_file_built_outside_the_window_never_stops_the_daemon() {
+    let dir = Dir::new();
+    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:1"]}]"#);
+    let path = dir.write(
+        "sdbridge.yml",
+        "state_dir: state\njobs:\n  - job_name: files\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&path);
+    let first = bridge.get("/http_sd/files").body;
+    wait_persisted(&dir, "files", &first);
+    assert!(bridge.terminate().success());
+    let good = std::fs::read(state_file(&dir, "files")).unwrap();
+
+    let ahead = (unix_now() as u64 + 2 * 86_400).to_string();
+    for (i, built) in [
+        "253402300800",
+        "18446744073709551615",
+        "253402300799",
+        &ahead,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(state_file(&dir, "files"), with_built(&good, built)).unwrap();
+        // A body other than the persisted one, so it is dated anew.
+        let target = format!("127.0.0.1:{}", 10 + i);
+        dir.replace("sd/a.json", &format!(r#"[{{"targets": ["{target}"]}}]"#));
+        let bridge = Bridge::start(&path);
+        let live = bridge.wait_body("/http_sd/files", "the live body", |b| b.contains(&target));
+        let r = bridge.get("/http_sd/files");
+        let modified = httpdate::parse_http_date(r.header("last-modified").unwrap()).unwrap();
+        let modified = modified.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(
+            modified <= unix_now() + 60.0,
+            "built {built}: Last-Modified {modified} is in the future"
+        );
+        assert!(
+            bridge
+                .log()
+                .contains(&format!("built {built} is more than a day ahead")),
+            "built {built}: {}",
+            bridge.log()
+        );
+        wait_persisted(&dir, "files", live.as_bytes());
+        let text = String::from_utf8(std::fs::read(state_file(&dir, "files")).unwrap()).unwrap();
+        let persisted: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("built "))
+            .and_then(|b| b.parse().ok())
+            .expect("a built line");
+        assert!(
+            persisted <= unix_now() + 60.0,
+            "built {built}: persisted {persisted}"
+        );
+        assert_eq!(bridge.get("/-/healthy").status, 200, "built {built}");
+        assert!(bridge.terminate().success(), "built {built}");
+    }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Issue 17: a FIFO named like a state file kept `serve` from binding and
+/// from handling SIGTERM; a symlink to `/dev/zero` or a sparse 8 GiB file
+/// took gigabytes. Only regular files within `limits.max_input_size` are
+/// read: the daemon starts, serves its live bodies and stops on SIGTERM.
+#[test]
+fn special_files_in_state_dir_neither_hang_the_start_nor_bloat_it() {
+    let dir = Dir::new();
+    let mut yaml = String::from("state_dir: state\njobs:\n");
+    for job in ["fifo", "zero", "sparse"] {
+        dir.write(
+            &format!("sd/{job}.json"),
+            &format!(r#"[{{"targets": ["127.0.0.1:1"], "labels": {{"j": "{job}"}}}}]"#),
+        );
+        yaml.push_str(&format!(
+            "  - job_name: {job}\n    file_sd_configs: [{{files: [sd/{job}.json]}}]\n"
+        ));
+    }
+    let path = dir.write("sdbridge.yml", &yaml);
+    std::fs::create_dir_all(dir.path("state")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        state_file(&dir, "fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", state_file(&dir, "zero")).unwrap();
+    std::fs::File::create(state_file(&dir, "sparse"))
+        .and_then(|f| f.set_len(8 << 30))
+        .unwrap();
+
+    let bridge = Bridge::start(&path);
+    for job in ["fifo", "zero", "sparse"] {
+        let body = bridge.wait_body(&format!("/http_sd/{job}"), "the live body", |b| {
+            b.contains(&format!("\"j\":\"{job}\""))
+        });
+        wait_persisted(&dir, job, body.as_bytes());
+    }
+    let log = bridge.log();
+    for want in [
+        "not a regular file (a FIFO)",
+        "a symbolic link: only regular files are read",
+        "8589934592 bytes, more than a header and limits.max_input_size",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    let rss = resident(bridge.pid());
+    assert!(rss < 512 << 20, "{rss} bytes resident");
+    assert!(bridge.terminate().success());
 }

@@ -11,6 +11,8 @@ pub mod paths;
 pub mod plan;
 
 use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -60,7 +62,8 @@ pub struct Args {
     #[arg(long, requires = "cert_file")]
     pub key_file: Option<PathBuf>,
     /// Write even when `--out-dir` is the input's directory (the input is
-    /// replaced) or holds a different `sdbridge.yml`.
+    /// replaced), holds a different `sdbridge.yml` or scrape config, or a
+    /// symlink where an output goes (the link is replaced).
     #[arg(long)]
     pub force: bool,
     /// Print the changes as a unified diff and write nothing.
@@ -179,31 +182,45 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("{report}(dry run: nothing written)");
         return Ok(());
     }
+    let mode = std::fs::metadata(&args.input)
+        .map(|m| m.permissions().mode() & 0o777)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let sdbridge_existing = existing(&sdbridge_file, &plan.sdbridge, args.force)?;
     // A second run over an already migrated config moves nothing: it must
     // not replace the sdbridge.yml of the first one.
-    if let Ok(existing) = std::fs::read_to_string(&sdbridge_file) {
-        let moved = plan
-            .outcomes
-            .iter()
-            .any(|o| matches!(o, Outcome::Moved { .. }));
-        if existing != plan.sdbridge && !moved {
-            eprint!("{report}");
-            return Err(format!(
-                "nothing to move (already migrated?): {} left as it is, nothing written",
-                sdbridge_file.display()
-            ));
-        }
-        if existing != plan.sdbridge && !args.force {
+    let moved = plan
+        .outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Moved { .. }));
+    if sdbridge_existing == Existing::Differs && !moved {
+        eprint!("{report}");
+        return Err(format!(
+            "nothing to move (already migrated?): {} left as it is, nothing written",
+            sdbridge_file.display()
+        ));
+    }
+    let out_existing = existing(&out_file, &plan.scrape_config, args.force)?;
+    for (path, found) in [
+        (&sdbridge_file, sdbridge_existing),
+        (&out_file, out_existing),
+    ] {
+        if found == Existing::Differs && !args.force {
             return Err(format!(
                 "{} exists and differs from the one this run would write; pass --force to replace it (see --dry-run)",
-                sdbridge_file.display()
+                path.display()
             ));
         }
     }
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
-    write_file(&sdbridge_file, &plan.sdbridge)?;
-    write_file(&out_file, &plan.scrape_config)?;
+    for (path, content, found) in [
+        (&sdbridge_file, &plan.sdbridge, sdbridge_existing),
+        (&out_file, &plan.scrape_config, out_existing),
+    ] {
+        if found != Existing::Same {
+            write_file(path, content, mode)?;
+        }
+    }
     print!("{report}");
     println!(
         "wrote {} and {}",
@@ -213,13 +230,92 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// What an output path holds already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Nothing.
+    Absent,
+    /// A regular file with the bytes this run would write: left as it is.
+    Same,
+    /// Anything else (with `--force`, a symlink: the link is replaced).
+    Differs,
+}
+
+/// What `path` holds compared with `content`. A symlink is refused
+/// without `force` (writing would replace the link, not its target), and
+/// so is anything else that is not a regular file, always.
+fn existing(path: &Path, content: &str, force: bool) -> Result<Existing, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Absent),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if meta.file_type().is_symlink() {
+        return if force {
+            Ok(Existing::Differs)
+        } else {
+            Err(format!(
+                "{} is a symbolic link; pass --force to replace the link (not its target) with a regular file",
+                path.display()
+            ))
+        };
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "{} exists and is not a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() != content.len() as u64 {
+        return Ok(Existing::Differs);
+    }
+    let mut found = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(meta.len() + 1).read_to_end(&mut found))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(if found == content.as_bytes() {
+        Existing::Same
+    } else {
+        Existing::Differs
+    })
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees
-/// half a config.
-fn write_file(path: &Path, content: &str) -> Result<(), String> {
-    let tmp = path.with_extension("yml.migrate-tmp");
-    std::fs::write(&tmp, content)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+/// half a config, with mode `mode` (the input's: a config may hold a
+/// Consul token), fsyncing the file and then its directory so the rename
+/// survives a crash.
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.migrate-tmp", std::process::id()));
+    let written = (|| {
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        // Owner-only until it has its final mode; never through a link.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(content.as_bytes())?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

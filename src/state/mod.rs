@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use bytes::Bytes;
+use std::time::SystemTime;
 
 pub use format::{file_name, Persisted};
 pub use writer::{Writer, MIN_INTERVAL};
@@ -122,28 +121,25 @@ pub struct Persistence {
 }
 
 /// Reads the state files of `jobs` (name, [`job_key`]) from `dir`,
-/// keeping those whose key matches. A file that is damaged, foreign or of
-/// another format is ignored with a warning; leftovers of interrupted
-/// writes are removed. Never fails: the worst case is serving nothing.
-pub fn load(dir: &Path, jobs: &[(String, String)]) -> Loaded {
+/// keeping those whose key matches. A file that is damaged, foreign, of
+/// another format, not a regular file, over `max_body` bytes of body
+/// (`limits.max_input_size`) or built more than a day ahead of the clock
+/// is ignored with a warning; leftovers of interrupted writes are
+/// removed. Never fails and cannot block on a file: the worst case is
+/// serving nothing.
+pub fn load(dir: &Path, jobs: &[(String, String)], max_body: u64) -> Loaded {
     let wanted: HashMap<String, (&str, &str)> = jobs
         .iter()
         .map(|(job, key)| (file_name(job), (job.as_str(), key.as_str())))
         .collect();
     sweep(dir, &wanted);
+    let now = SystemTime::now();
     let mut loaded = Loaded::new();
     for (file, (job, key)) in wanted {
         let path = dir.join(&file);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => Bytes::from(b),
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => {
-                tracing::warn!(job, path = %path.display(), error = %e, "cannot read the state file; ignored");
-                continue;
-            }
-        };
-        let persisted = match format::decode(bytes) {
-            Ok(p) => p,
+        let persisted = match format::read(&path, max_body, now) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
             Err(why) => {
                 tracing::warn!(job, path = %path.display(), error = %why, "ignoring the state file");
                 continue;
@@ -157,7 +153,7 @@ pub fn load(dir: &Path, jobs: &[(String, String)]) -> Loaded {
             tracing::info!(
                 job,
                 path = %path.display(),
-                built = %httpdate::fmt_http_date(persisted.built_at),
+                built = %crate::snapshot::http_date(persisted.built_at),
                 targets = persisted.targets,
                 "serving the job's last good body from state_dir until its sources sync"
             );
@@ -281,7 +277,7 @@ mod tests {
                 .iter()
                 .map(|j| (j.to_string(), "k".to_string()))
                 .collect();
-        let loaded = load(dir, &jobs);
+        let loaded = load(dir, &jobs, 1 << 20);
         assert_eq!(loaded.keys().collect::<Vec<_>>(), ["good"]);
         assert_eq!(&loaded["good"].body[..], body);
         assert!(!dir.join(".good.state.1.tmp").exists(), "leftover removed");

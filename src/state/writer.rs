@@ -4,8 +4,9 @@
 //! (a timed wait only while a write is due), so idle costs nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use crate::snapshot::Rendered;
 
 /// Least time between two writes of one job's file.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Mode of state files: owner only (the umask may narrow it further).
+pub const MODE: u32 = 0o600;
 /// Wait before retrying a write that failed (disk full, permissions).
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Longest a shutdown waits for the last writes (a hung disk must not
@@ -233,7 +236,9 @@ impl Shared {
 /// Replaces `path` by `head` + `body` so that a crash at any point leaves
 /// the old file or the new one, never a mix: a temporary file in the same
 /// directory, fsync, rename over, fsync of the directory (which makes the
-/// rename durable).
+/// rename durable). Mode `0600`: a body is a map of the fleet. The
+/// temporary file is created anew (a leftover is removed first), so it
+/// cannot be a symlink or a file of another mode.
 fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &Chain) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(
@@ -242,7 +247,15 @@ fn write_atomically(dir: &Path, path: &Path, head: &[u8], body: &Chain) -> std::
         super::TMP_SUFFIX
     ));
     let written = (|| {
-        let mut file = File::create(&tmp)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(MODE)
+            .open(&tmp)?;
         file.write_all(head)?;
         for segment in body.segments() {
             file.write_all(segment)?;
@@ -270,7 +283,7 @@ mod tests {
 
     fn read(dir: &Path, job: &str) -> format::Persisted {
         let bytes = std::fs::read(dir.join(format::file_name(job))).unwrap();
-        format::decode(Bytes::from(bytes)).unwrap()
+        format::decode(Bytes::from(bytes), std::time::SystemTime::now()).unwrap()
     }
 
     /// The value of counter `name` for job `job` (0 when absent).
@@ -320,6 +333,21 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
+    /// Issue 17: a state file holds a map of the fleet; whatever the
+    /// umask, nobody but the owner may read it.
+    #[test]
+    fn state_files_are_written_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::spawn(Arc::new(Metrics::new()));
+        writer.set_dir(Some(dir.path().to_path_buf()));
+        writer.push("j", "k", body(1));
+        writer.close();
+        let meta = std::fs::metadata(dir.path().join(format::file_name("j"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, MODE);
+        assert_eq!(read(dir.path(), "j").body, body(1).body.to_bytes());
+    }
+
     #[test]
     fn writes_are_spaced_by_the_interval_and_the_last_one_lands() {
         let dir = tempfile::tempdir().unwrap();
@@ -348,7 +376,9 @@ mod tests {
 
     fn read_body(dir: &Path) -> Option<Bytes> {
         let bytes = std::fs::read(dir.join(format::file_name("j"))).ok()?;
-        format::decode(Bytes::from(bytes)).ok().map(|p| p.body)
+        format::decode(Bytes::from(bytes), std::time::SystemTime::now())
+            .ok()
+            .map(|p| p.body)
     }
 
     #[test]
