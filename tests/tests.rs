@@ -17,6 +17,7 @@ mod fake_consul;
 mod file_sd;
 mod http;
 mod http_sd;
+mod http_sd_shared;
 mod migrate;
 mod reload;
 mod shard;

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::config::{Authorization, BasicAuth, TlsConfig};
 use super::slots::{self, ServerKey, ServerSlots};
-use super::transport::{tls_config, Connector, TlsMaterial};
+use super::transport::{tls_config, Connector, Leased, TlsMaterial};
 
 /// Redirects followed before giving up (Go's limit).
 pub const MAX_REDIRECTS: usize = 10;
@@ -162,12 +162,7 @@ impl HttpClient {
             },
             max_connections,
         );
-        let connector = Connector::new(
-            slots.connections.clone(),
-            rustls,
-            server_name,
-            CONNECT_TIMEOUT,
-        );
+        let connector = Connector::new(slots.clone(), rustls, server_name, CONNECT_TIMEOUT);
         let pool = Pool::builder(TokioExecutor::new())
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(idle_timeout)
@@ -210,6 +205,9 @@ impl HttpClient {
                 .request(request)
                 .await
                 .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+            // Once this answer is read (or given up), its connection may
+            // be closed for another client of the server.
+            let _done = Done(response.extensions().get::<Leased>().cloned());
             let status = response.status();
             let location = response
                 .headers()
@@ -264,6 +262,17 @@ impl HttpClient {
                 headers: parts.headers,
                 body,
             });
+        }
+    }
+}
+
+/// Marks the connection of an answer idle when dropped.
+struct Done(Option<Leased>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(Leased(lease)) = &self.0 {
+            lease.idle();
         }
     }
 }
