@@ -366,10 +366,11 @@ mod tests {
         assert_eq!(base64(b"alice:s3cret"), "YWxpY2U6czNjcmV0");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("18446744073709551615"),
-            Some(crate::backoff::MAX_SERVER_DELAY)
-        );
+        // Issue 18: at most a minute, whatever the server says.
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(parse_retry_after("18446744073709551615"), minute);
+        assert_eq!(parse_retry_after("600"), minute);
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), minute);
         assert_eq!(parse_retry_after("soon"), None);
     }
 
