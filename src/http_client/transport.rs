@@ -43,6 +43,9 @@ const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// While waiting for a slot, how often to look for an idle connection to
 /// close again (one may have passed [`super::slots::IDLE_GRACE`]).
 const EVICT_AGAIN: Duration = Duration::from_millis(100);
+/// How long an evicted connection waits for the server to close its end
+/// before it is dropped anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// TLS material, already read from the config's files or inline values.
 #[derive(Debug, Default, Clone)]
@@ -251,6 +254,7 @@ impl Connector {
         Ok(Conn {
             io: TokioIo::new(stream),
             lease: self.slots.opened(),
+            closing: None,
             _slot: slot,
         })
     }
@@ -323,7 +327,47 @@ pub struct Conn {
     io: TokioIo<Stream>,
     /// Its state as the server's slots see it.
     lease: Arc<Lease>,
+    /// Set once evicted: sdbridge's end is shut and the server's close is
+    /// awaited until then.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// An evicted connection closes gracefully: it shuts its end, then
+    /// reads until the server closes its end (or [`CLOSE_WAIT`]), and only
+    /// then ends, giving up its slot. A server counting connections per
+    /// client (Consul's 200) has then counted this one out before the
+    /// connection taking its slot arrives.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let stream = self.io.inner_mut();
+        if self.closing.is_none() {
+            match Pin::new(&mut *stream).poll_shutdown(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(evicted())),
+                Poll::Ready(Ok(())) => {}
+            }
+            self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_WAIT)));
+        }
+        if let Some(deadline) = &mut self.closing {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(evicted()));
+            }
+        }
+        let mut scratch = [0u8; 512];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(Err(evicted()))
+                }
+                // Whatever the server still sends is of no use.
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(evicted())),
+            }
+        }
+    }
 }
 
 /// The [`Lease`] of the connection an answer came on, in the answer's
@@ -355,7 +399,7 @@ impl hyper::rt::Read for Conn {
         // An idle connection is read too (hyper watches for the server
         // closing it), so an eviction wakes it and it ends here.
         if this.lease.evicted(cx.waker()) {
-            return Poll::Ready(Err(evicted()));
+            return this.poll_close(cx);
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
     }
