@@ -51,9 +51,10 @@ pub struct ServerKey {
 pub struct ServerSlots {
     /// One permit per open connection.
     pub connections: Arc<Semaphore>,
-    /// One permit per request in flight: a request holding one always finds
-    /// an idle connection or a free connection slot, so it never waits
-    /// inside the pool.
+    /// One permit per request in flight, as many as connection slots: a
+    /// request holding one always finds an idle connection in its pool, a
+    /// free slot, or an idle connection of another pool to close for one,
+    /// so it never waits long inside the pool.
     pub requests: Arc<Semaphore>,
     limit: Mutex<usize>,
     /// The open connections, whatever client's pool holds them, so that an
