@@ -1,15 +1,21 @@
 //! Exponential backoff with jitter, and the clamp every server-given delay
-//! goes through, so no input can make a task sleep for ages or overflow an
-//! `Instant`.
+//! goes through (a minute), so no input can make a task sleep for ages or
+//! overflow an `Instant`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-/// Longest delay a server may impose (`Retry-After`, a backoff cap).
-pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
+/// Longest delay a server may impose (`Retry-After`, Consul's or an
+/// upstream's): one hostile header costs a source at most about a minute
+/// (issue 18: at 5 minutes, a Consul change was served 598 s late).
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(60);
 
-/// `delay`, at most [`MAX_SERVER_DELAY`].
+/// Longest backoff cap: a configured interval of hours still retries a
+/// failed round within 5 minutes, and no cap overflows an `Instant`.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A server-given `delay`, at most [`MAX_SERVER_DELAY`].
 pub fn clamp(delay: Duration) -> Duration {
     delay.min(MAX_SERVER_DELAY)
 }
@@ -29,12 +35,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Backoff from `base` up to `cap` (itself at most
-    /// [`MAX_SERVER_DELAY`]).
+    /// Backoff from `base` up to `cap` (itself at most [`MAX_BACKOFF`]).
     pub fn new(base: Duration, cap: Duration) -> Backoff {
         Backoff {
             base,
-            cap: clamp(cap),
+            cap: cap.min(MAX_BACKOFF),
             failures: 0,
         }
     }
@@ -70,13 +75,17 @@ mod tests {
         assert!(b.next_delay() <= Duration::from_secs(1));
         let mut huge = Backoff::new(Duration::from_secs(1), Duration::MAX);
         for _ in 0..40 {
-            assert!(huge.next_delay() <= MAX_SERVER_DELAY);
+            assert!(huge.next_delay() <= MAX_BACKOFF);
         }
     }
 
+    /// Issue 18: a server-given delay is at most a minute (it was 5).
     #[test]
-    fn server_delays_are_clamped() {
-        assert_eq!(clamp(Duration::from_secs(u64::MAX)), MAX_SERVER_DELAY);
+    fn server_delays_are_clamped_to_a_minute() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(clamp(Duration::from_secs(u64::MAX)), minute);
+        assert_eq!(clamp(Duration::from_secs(61)), minute);
+        assert_eq!(clamp(minute), minute);
         assert_eq!(clamp(Duration::from_secs(3)), Duration::from_secs(3));
     }
 }

@@ -84,6 +84,20 @@ impl<'de> Deserialize<'de> for PromDuration {
     }
 }
 
+/// A duration that must be above zero, refused where it is written
+/// (`refresh_interval: 0s` would poll without pause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Positive(pub PromDuration);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::yaml::parse_str(d, |s| match PromDuration::parse(s)? {
+            PromDuration(Duration::ZERO) => Err("must be greater than 0".to_string()),
+            d => Ok(Positive(d)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

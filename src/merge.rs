@@ -37,6 +37,9 @@ pub enum Message {
     Update(Update),
     /// The jobs and sources from now on (start, reload).
     Layout(Layout),
+    /// A source waits for something shared (`Some(what)`), or no longer
+    /// does (`None`): shown on the status page and in `/metrics`.
+    Waiting(SlotId, Option<String>),
 }
 
 /// The jobs the merger serves, in config order, with their sources' slots.
@@ -291,6 +294,7 @@ impl Merger {
                             description: s.description.clone(),
                             synced: false,
                             problem: None,
+                            waiting: None,
                             last_success: None,
                             groups: 0,
                             targets: 0,
@@ -399,6 +403,21 @@ impl Merger {
         status.groups = source.parts.values().map(|f| f.groups()).sum();
         status.targets = source.parts.values().map(|f| f.targets()).sum();
         self.metrics.source_state(&labels, status);
+    }
+
+    /// Records what a source waits for, if anything.
+    pub fn waiting(&mut self, slot: SlotId, waiting: Option<String>) {
+        let Some(&(j, i)) = self.slots.get(&slot) else {
+            return;
+        };
+        let job = &mut self.jobs[j];
+        let status = &mut job.sources[i].status;
+        if status.waiting != waiting {
+            status.waiting = waiting;
+            job.dirty = true;
+            let labels = self.metrics.source_labels(&job.name, status);
+            self.metrics.source_state(&labels, status);
+        }
     }
 
     /// Rebuilds the bodies of jobs that changed and publishes a snapshot.
@@ -536,6 +555,7 @@ impl Merger {
                 self.apply(update)
             }
             Message::Layout(layout) => self.reconfigure(layout),
+            Message::Waiting(slot, waiting) => self.waiting(slot, waiting),
         }
     }
 }

@@ -110,6 +110,7 @@ pub struct Metrics {
     upstream_seconds: Family<SourceLabels, Histogram, fn() -> Histogram>,
     file_sd_reads: Family<SourceLabels, Counter>,
     file_sd_polling: Family<SourceLabels, Gauge>,
+    source_waiting: Family<SourceLabels, Gauge>,
     /// Label values seen per source, so a removed source's series can be
     /// removed too (a `Family` cannot be listed).
     seen: Mutex<HashMap<SourceLabels, Seen>>,
@@ -162,6 +163,7 @@ impl Metrics {
             upstream_seconds: Family::new_with_constructor(refresh_histogram as fn() -> Histogram),
             file_sd_reads: Family::default(),
             file_sd_polling: Family::default(),
+            source_waiting: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -286,6 +288,11 @@ impl Metrics {
             m.file_sd_polling.clone(),
         );
         registry.register(
+            "source_waiting",
+            "1 while the source waits for one of the request slots it shares with every other source of its server (http_sd), else 0",
+            m.source_waiting.clone(),
+        );
+        registry.register(
             "source_refresh_duration_seconds",
             "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
             m.refresh_seconds.clone(),
@@ -331,6 +338,7 @@ impl Metrics {
         self.file_sd_scans.remove(labels);
         self.file_sd_reads.remove(labels);
         self.file_sd_polling.remove(labels);
+        self.source_waiting.remove(labels);
         let seen = self
             .seen
             .lock()
@@ -393,6 +401,9 @@ impl Metrics {
         self.source_up
             .get_or_create(labels)
             .set(i64::from(status.problem.is_none() && status.synced));
+        self.source_waiting
+            .get_or_create(labels)
+            .set(i64::from(status.waiting.is_some()));
         if let Some(t) = status.last_success {
             self.source_last_success
                 .get_or_create(labels)

@@ -360,6 +360,9 @@ pub struct SourceStatus {
     pub synced: bool,
     /// Its current problem, if any.
     pub problem: Option<String>,
+    /// What it waits for now, if anything (a request slot of a server
+    /// other sources share).
+    pub waiting: Option<String>,
     /// End of its last round without a problem.
     pub last_success: Option<SystemTime>,
     /// Groups it contributes.

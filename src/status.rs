@@ -67,6 +67,10 @@ pub fn page(snapshot: &Snapshot) -> String {
         }
         for source in &job.sources {
             let (class, state) = state(source);
+            let state = match &source.waiting {
+                Some(what) => format!("{state}<br><small>waiting: {}</small>", escape(what)),
+                None => state.to_string(),
+            };
             let _ = write!(
                 html,
                 "<tr><td>{link}</td><td>{}<br><small>{}</small></td><td class=\"{class}\">{state}</td>\

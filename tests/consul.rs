@@ -732,6 +732,49 @@ fn consul_retry_after_overflow_is_clamped() {
     assert_eq!(bridge.get("/-/healthy").status, 200);
 }
 
+/// Issue 18: after a `429` with `Retry-After: 18446744073709551615` on
+/// `/v1/health/service/<name>`, the change was served 598 s later (two
+/// 5-minute clamps). A server-given delay is now at most a minute: once
+/// the 429s stop, the change is served within about a minute.
+#[test]
+fn consul_a_hostile_retry_after_costs_at_most_a_minute() {
+    let c = FakeConsul::start();
+    web_1_passing(&c);
+    let dir = Dir::new();
+    let bridge = Bridge::start(&config(&dir, &[("j", &c, &[])]));
+    wait_armed(&c, 2);
+    c.inject(
+        "/v1/health/service/",
+        Fault::TooManyRequests {
+            retry_after_secs: u64::MAX,
+        },
+    );
+    c.register(ServiceInstance::new("n1", "web", 9101).id("web-2"));
+    c.set_check_status("n1", "service:web-2", "passing");
+    poll_until(Duration::from_secs(20), "the 429 reported", || {
+        let errors = bridge
+            .metric("sdbridge_source_errors_total", &["job=\"j\""])
+            .unwrap_or(0.0);
+        (errors > 0.0).then_some(())
+    });
+    // Both writes have met their 429 (they wake the watches within a
+    // second); from now on only the retry can serve web-2.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        ids(&bridge.get("/http_sd/j").text()),
+        pairs(&[("web", "web-1")])
+    );
+    c.clear_faults();
+    // Generous: the clamp is 60 s; it was 300 s.
+    wait_served(
+        &bridge,
+        "/http_sd/j",
+        Duration::from_secs(100),
+        "the change served after the 429s",
+        |b| ids(b) == pairs(&[("web", "web-1"), ("web", "web-2")]),
+    );
+}
+
 #[test]
 fn consul_index_reset_is_handled() {
     let c = FakeConsul::start();

@@ -19,6 +19,7 @@ mod fatal;
 mod file_sd;
 mod http;
 mod http_sd;
+mod http_sd_shared;
 mod migrate;
 mod reload;
 mod shard;

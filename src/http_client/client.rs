@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::config::{Authorization, BasicAuth, TlsConfig};
 use super::slots::{self, ServerKey, ServerSlots};
-use super::transport::{tls_config, Connector, TlsMaterial};
+use super::transport::{tls_config, Connector, Leased, TlsMaterial};
 
 /// Redirects followed before giving up (Go's limit).
 pub const MAX_REDIRECTS: usize = 10;
@@ -162,12 +162,7 @@ impl HttpClient {
             },
             max_connections,
         );
-        let connector = Connector::new(
-            slots.connections.clone(),
-            rustls,
-            server_name,
-            CONNECT_TIMEOUT,
-        );
+        let connector = Connector::new(slots.clone(), rustls, server_name, CONNECT_TIMEOUT);
         let pool = Pool::builder(TokioExecutor::new())
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(idle_timeout)
@@ -210,6 +205,9 @@ impl HttpClient {
                 .request(request)
                 .await
                 .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+            // Once this answer is read (or given up), its connection may
+            // be closed for another client of the server.
+            let _done = Done(response.extensions().get::<Leased>().cloned());
             let status = response.status();
             let location = response
                 .headers()
@@ -264,6 +262,17 @@ impl HttpClient {
                 headers: parts.headers,
                 body,
             });
+        }
+    }
+}
+
+/// Marks the connection of an answer idle when dropped.
+struct Done(Option<Leased>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(Leased(lease)) = &self.0 {
+            lease.idle();
         }
     }
 }
@@ -357,10 +366,11 @@ mod tests {
         assert_eq!(base64(b"alice:s3cret"), "YWxpY2U6czNjcmV0");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("18446744073709551615"),
-            Some(crate::backoff::MAX_SERVER_DELAY)
-        );
+        // Issue 18: at most a minute, whatever the server says.
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(parse_retry_after("18446744073709551615"), minute);
+        assert_eq!(parse_retry_after("600"), minute);
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), minute);
         assert_eq!(parse_retry_after("soon"), None);
     }
 

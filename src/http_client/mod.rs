@@ -10,3 +10,6 @@ pub mod transport;
 
 /// Default of `limits.max_input_size`: the most bytes one answer may have.
 pub const DEFAULT_MAX_INPUT: usize = 64 << 20;
+
+#[cfg(test)]
+mod handover_test;

@@ -7,7 +7,9 @@
 //! races a new connection against an idle one being returned, so capping
 //! requests does not cap connections (5 seen with a cap of 4, 43 with 32).
 //! Here a connection cannot exist without a slot, so Consul never sees more
-//! than `max_connections` from one watcher, and the pool reuses them.
+//! than `max_connections` from one watcher, and the pool reuses them. A
+//! connect that finds every slot taken closes the connection of that server
+//! idle longest, in whatever pool ([`super::slots`]), and takes its slot.
 
 use std::future::Future;
 use std::io;
@@ -26,16 +28,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// How long a connect may wait for a free slot. A connect that needs one
-/// only waits while a connection is being handed back to the pool (the
-/// pool then serves the request with it); connects the pool started
-/// speculatively give up after this instead of opening idle connections
-/// later.
+use super::slots::{Lease, ServerSlots};
+
+/// How long a connect may wait for a free slot. A request holds one of the
+/// server's request slots, as many as connection slots, so a connect only
+/// waits while an idle connection (its own pool's, or evicted from another)
+/// is being closed or handed back; connects the pool started speculatively
+/// give up after this instead of opening idle connections later.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
+/// While waiting for a slot, how often to look for an idle connection to
+/// close again (one may have passed [`super::slots::IDLE_GRACE`]).
+const EVICT_AGAIN: Duration = Duration::from_millis(100);
+/// How long an evicted connection waits for the server to close its end
+/// before it is dropped anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// TLS material, already read from the config's files or inline values.
 #[derive(Debug, Default, Clone)]
@@ -153,11 +163,12 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// Opens connections for hyper-util's pool, at most `slots` at a time.
+/// Opens connections for hyper-util's pool, at most the server's
+/// connection slots at a time.
 #[derive(Clone)]
 pub struct Connector {
-    /// One permit per open connection.
-    slots: Arc<Semaphore>,
+    /// The server's slots: one connection permit per open connection.
+    slots: Arc<ServerSlots>,
     /// Used for `https` URIs.
     tls: TlsConnector,
     /// `tls_config.server_name`, if set.
@@ -166,9 +177,10 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector whose connections each hold one of `slots`.
+    /// A connector whose connections each hold one of `slots`' connection
+    /// permits.
     pub fn new(
-        slots: Arc<Semaphore>,
+        slots: Arc<ServerSlots>,
         tls: ClientConfig,
         server_name: Option<String>,
         connect_timeout: Duration,
@@ -181,11 +193,34 @@ impl Connector {
         }
     }
 
+    /// A connection slot: a free one, else the one an idle connection
+    /// gives up when closed for this connect.
+    async fn slot(&self) -> io::Result<OwnedSemaphorePermit> {
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        let permits = &self.slots.connections;
+        loop {
+            if let Ok(permit) = permits.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            self.slots.evict_idle();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "no free connection slot",
+                ));
+            }
+            match tokio::time::timeout(left.min(EVICT_AGAIN), permits.clone().acquire_owned()).await
+            {
+                Ok(Ok(permit)) => return Ok(permit),
+                Ok(Err(_)) => return Err(io::Error::other("client closed")),
+                Err(_) => continue,
+            }
+        }
+    }
+
     async fn connect(self, uri: Uri) -> io::Result<Conn> {
-        let slot = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "no free connection slot"))?
-            .map_err(|_| io::Error::other("client closed"))?;
+        let slot = self.slot().await?;
         let https = uri.scheme_str() == Some("https");
         let host = uri
             .host()
@@ -218,6 +253,8 @@ impl Connector {
         };
         Ok(Conn {
             io: TokioIo::new(stream),
+            lease: self.slots.opened(),
+            closing: None,
             _slot: slot,
         })
     }
@@ -288,12 +325,67 @@ impl AsyncWrite for Stream {
 /// An open connection and the slot it holds until it is dropped (closed).
 pub struct Conn {
     io: TokioIo<Stream>,
+    /// Its state as the server's slots see it.
+    lease: Arc<Lease>,
+    /// Set once evicted: sdbridge's end is shut and the server's close is
+    /// awaited until then.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// An evicted connection closes gracefully: it shuts its end, then
+    /// reads until the server closes its end (or [`CLOSE_WAIT`]), and only
+    /// then ends, giving up its slot. A server counting connections per
+    /// client (Consul's 200) has then counted this one out before the
+    /// connection taking its slot arrives.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let stream = self.io.inner_mut();
+        if self.closing.is_none() {
+            match Pin::new(&mut *stream).poll_shutdown(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(evicted())),
+                Poll::Ready(Ok(())) => {}
+            }
+            self.closing = Some(Box::pin(tokio::time::sleep(CLOSE_WAIT)));
+        }
+        if let Some(deadline) = &mut self.closing {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(evicted()));
+            }
+        }
+        let mut scratch = [0u8; 512];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(Err(evicted()))
+                }
+                // Whatever the server still sends is of no use.
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(evicted())),
+            }
+        }
+    }
+}
+
+/// The [`Lease`] of the connection an answer came on, in the answer's
+/// extensions (hyper-util copies it there): the client marks the
+/// connection idle once it has read the answer.
+#[derive(Clone, Debug)]
+pub struct Leased(pub Arc<Lease>);
+
+fn evicted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "closed to free a connection slot for another request",
+    )
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(Leased(self.lease.clone()))
     }
 }
 
@@ -303,7 +395,13 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        // An idle connection is read too (hyper watches for the server
+        // closing it), so an eviction wakes it and it ends here.
+        if this.lease.evicted(cx.waker()) {
+            return this.poll_close(cx);
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -313,7 +411,12 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.lease.busy();
+        if this.lease.is_evicted() {
+            return Poll::Ready(Err(evicted()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

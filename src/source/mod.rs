@@ -264,6 +264,14 @@ impl Outbox {
         self.metrics.as_ref()
     }
 
+    /// Says what the source waits for (`None`: nothing any more).
+    pub async fn waiting(&self, what: Option<String>) -> Result<(), Closed> {
+        self.tx
+            .send(Message::Waiting(self.id, what))
+            .await
+            .map_err(|_| Closed)
+    }
+
     /// Sends one round's outcome (its `source` is filled in).
     pub async fn send(&self, mut update: Update) -> Result<(), Closed> {
         update.source = self.id;

@@ -139,9 +139,9 @@ pub struct Client {
     config: Arc<ConsulSdConfig>,
     /// The token after the Go client's environment fallback.
     token: Option<Secret>,
-    /// Requests at once, also `max_connections`: a request holding one
-    /// always finds an idle connection or a free connection slot, so it
-    /// never waits inside the pool.
+    /// Requests at once, shared by every client of the server (as many as
+    /// its connection slots): a request holding one always finds a
+    /// connection or a slot to take over ([`crate::http_client::slots`]).
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
     /// Progress of the `/v1/health/state/any` calls.

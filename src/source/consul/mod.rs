@@ -59,7 +59,7 @@
 //! a churning catalog degrades to about one call per second per watch.
 //! Errors back off exponentially with jitter ([`watch::BACKOFF_BASE`]
 //! doubling up to [`watch::BACKOFF_CAP`]), and `Retry-After` (429) is
-//! honoured.
+//! honoured, clamped to [`crate::backoff::MAX_SERVER_DELAY`].
 //!
 //! `refresh_interval` is accepted but not polled on: changes arrive through
 //! the blocking queries. As a safety net for what neither watch sees (a

@@ -9,9 +9,15 @@
 //! without change). The answer must be `200` with a content type matching
 //! `^application/json(;.*)?$`, a JSON array of groups (unknown keys
 //! ignored, as Go's `encoding/json` does), no `null` group, valid label
-//! names; it may be at most `limits.max_input_size` (64 MiB), decoded. Every group gets `__meta_url`.
+//! names; it may be at most `limits.max_input_size` (64 MiB), decoded. Every group gets `__meta_url`
+//! (the URL with its password, if any, shown as `xxxxx`).
 //! Anything else is an error for that round: the last good groups stay
 //! served, `503` only before the first success.
+//!
+//! Every source of one server shares its [`MAX_CONNECTIONS`] request and
+//! connection slots ([`crate::http_client::slots`]): a round waits its
+//! turn for a request slot (first come, first served), and says so on the
+//! status page and in `sdbridge_source_waiting` when the wait lasts.
 
 pub mod config;
 
@@ -27,14 +33,18 @@ use serde::Deserialize;
 
 pub use config::HttpSdConfig;
 
-use super::{refresh, Source, SourceContext, SourceError, SourceFuture};
+use super::{refresh, Outbox, Source, SourceContext, SourceError, SourceFuture};
 use crate::http_client::client::{auth_header, HttpClient};
 use crate::targetgroup::{LabelSet, TargetGroup};
 
 /// The label Prometheus puts the upstream URL in.
 pub const URL_LABEL: &str = "__meta_url";
-/// Connections to one upstream server at once (one request per round).
+/// Connections to one upstream server at once (one request per round),
+/// shared by every source of that server.
 const MAX_CONNECTIONS: usize = 4;
+/// A wait for a request slot longer than this shows on the status page
+/// and in `/metrics` (shorter ones would only make them flicker).
+const WAIT_SHOWN: Duration = Duration::from_secs(1);
 
 impl Source for HttpSdConfig {
     fn kind(&self) -> &'static str {
@@ -47,7 +57,7 @@ impl Source for HttpSdConfig {
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(async move {
-            let mut upstream = Upstream::new(self.clone());
+            let mut upstream = Upstream::new(self.clone(), ctx.out.clone());
             let interval = self.refresh_interval.0;
             let metrics = ctx.out.metrics().cloned();
             let labels = ctx.out.labels();
@@ -71,6 +81,8 @@ impl Source for HttpSdConfig {
 /// One upstream, with what its last answer said.
 struct Upstream {
     config: Arc<HttpSdConfig>,
+    /// Where to say that a round waits for a request slot.
+    out: Outbox,
     client: Option<Arc<HttpClient>>,
     /// The ETag of the last good answer, sent as `If-None-Match`.
     etag: Arc<std::sync::Mutex<Option<HeaderValue>>>,
@@ -81,9 +93,10 @@ fn error(kind: &'static str, message: String) -> SourceError {
 }
 
 impl Upstream {
-    fn new(config: Arc<HttpSdConfig>) -> Upstream {
+    fn new(config: Arc<HttpSdConfig>, out: Outbox) -> Upstream {
         Upstream {
             config,
+            out,
             client: None,
             etag: Arc::default(),
         }
@@ -98,6 +111,7 @@ impl Upstream {
            + 'static {
         let config = self.config.clone();
         let etag = self.etag.clone();
+        let out = self.out.clone();
         let client = match &self.client {
             Some(c) => Ok(c.clone()),
             None => connect(&config).map(Arc::new),
@@ -110,14 +124,14 @@ impl Upstream {
                 Ok(c) => c,
                 Err(e) => return ("error".to_string(), Err(e)),
             };
-            fetch(&config, &client, &etag).await
+            fetch(&config, &client, &etag, &out).await
         }
     }
 }
 
 fn connect(config: &HttpSdConfig) -> Result<HttpClient, SourceError> {
     let uri: Uri = config
-        .url
+        .fetch_url
         .parse()
         .map_err(|e| error("http_config", format!("invalid URL: {e}")))?;
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
@@ -132,13 +146,46 @@ fn connect(config: &HttpSdConfig) -> Result<HttpClient, SourceError> {
     .map_err(|e| error("http_config", e))
 }
 
+/// One of the server's request slots, in turn; a wait longer than
+/// [`WAIT_SHOWN`] is shown while it lasts.
+async fn request_slot(
+    config: &HttpSdConfig,
+    client: &HttpClient,
+    out: &Outbox,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slots = client.requests().clone();
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    let acquire = slots.acquire_owned();
+    tokio::pin!(acquire);
+    if let Ok(permit) = tokio::time::timeout(WAIT_SHOWN, &mut acquire).await {
+        return permit.ok();
+    }
+    let server = config
+        .fetch_url
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let what =
+        format!("a request slot of {server} (every source of that server shares them; all in use)");
+    tracing::debug!(job = %out.job, source = %out.name, server, "waiting for a request slot");
+    let _ = out.waiting(Some(what)).await;
+    let permit = acquire.await.ok();
+    let _ = out.waiting(None).await;
+    permit
+}
+
 async fn fetch(
     config: &HttpSdConfig,
     client: &HttpClient,
     etag: &std::sync::Mutex<Option<HeaderValue>>,
+    out: &Outbox,
 ) -> (String, Result<Option<Vec<TargetGroup>>, SourceError>) {
+    // Shown: a password in it is `xxxxx`.
     let url = &config.url;
-    let Ok(uri) = url.parse::<Uri>() else {
+    let Ok(uri) = config.fetch_url.parse::<Uri>() else {
         return (
             "error".into(),
             Err(error("http_config", format!("invalid URL {url:?}"))),
@@ -168,7 +215,7 @@ async fn fetch(
         Ok(Err(e)) => return ("error".into(), Err(error("http_config", e))),
         Err(e) => return ("error".into(), Err(error("http_config", e.to_string()))),
     }
-    let Ok(_permit) = client.requests().acquire().await else {
+    let Some(_permit) = request_slot(config, client, out).await else {
         return (
             "error".into(),
             Err(error("http_request", "client closed".into())),

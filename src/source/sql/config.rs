@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::dsn::{Backend, Dsn};
 use super::SqlError;
-use crate::duration::PromDuration;
+use crate::duration::{Positive, PromDuration};
 use crate::gopath;
 use crate::source::consul::config::Secret;
 use crate::yaml;
@@ -42,19 +42,6 @@ impl<'de> Deserialize<'de> for NonEmpty {
                 return Err("must not be empty".to_string());
             }
             Ok(NonEmpty(s.to_string()))
-        })
-    }
-}
-
-/// A duration that must be above zero, checked where it is written.
-#[derive(Debug, Clone, Copy)]
-struct Positive(PromDuration);
-
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        yaml::parse_str(d, |s| match PromDuration::parse(s)? {
-            PromDuration(Duration::ZERO) => Err("must be greater than 0".to_string()),
-            d => Ok(Positive(d)),
         })
     }
 }
