@@ -477,3 +477,50 @@ async fn row_order_does_not_matter_and_duplicates_are_served_once() {
     pg.exec(seed);
     check_order_and_dedup(&pg.dsn()).await;
 }
+
+/// Floats as ECMAScript's `Number::toString` writes them, the same on
+/// every database: `f64` and `f32` alike, exponents from 1e21 and below
+/// 1e-6.
+#[tokio::test]
+async fn floats_are_shortest_in_ecmascript_form_on_every_database() {
+    const VALUES: &str = "1e38, 1.7976931348623157e308, 1e21, 1e20, 1e-7, 123.456, 0.000001, -0.0";
+    let want = labels(&[
+        ("big", "1e+38"),
+        ("max", "1.7976931348623157e+308"),
+        ("e21", "1e+21"),
+        ("e20", "100000000000000000000"),
+        ("tiny", "1e-7"),
+        ("plain", "123.456"),
+        ("micro", "0.000001"),
+        ("zero", "0"),
+    ]);
+    let query = "SELECT a AS __address__, big, max, e21, e20, tiny, plain, micro, zero FROM f";
+    let columns = |ty: &str| {
+        ["big", "max", "e21", "e20", "tiny", "plain", "micro", "zero"]
+            .map(|c| format!("{c} {ty}"))
+            .join(", ")
+    };
+    let sqlite = SqliteFile::create(&format!(
+        "CREATE TABLE f (a TEXT, {}); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES})",
+        columns("REAL")
+    ))
+    .await;
+    let expected = [TargetGroup::new(["127.0.0.1:1"], want)];
+    assert_eq!(groups(&sqlite.dsn(), query).await, expected, "SQLite");
+    let maria = fixture!(MariaDb);
+    maria.exec(&format!(
+        "CREATE TABLE f (a VARCHAR(16), {}, r FLOAT); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES}, 1e38)",
+        columns("DOUBLE")
+    ));
+    assert_eq!(groups(&maria.dsn(), query).await, expected, "MariaDB");
+    let r = groups(&maria.dsn(), "SELECT a AS __address__, r FROM f").await;
+    assert_eq!(r[0].labels, labels(&[("r", "1e+38")]), "MariaDB FLOAT");
+    let pg = fixture!(Postgres);
+    pg.exec(&format!(
+        "CREATE TABLE f (a text, {}, r real); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES}, 1.1)",
+        columns("float8")
+    ));
+    assert_eq!(groups(&pg.dsn(), query).await, expected, "PostgreSQL");
+    let r = groups(&pg.dsn(), "SELECT a AS __address__, r FROM f").await;
+    assert_eq!(r[0].labels, labels(&[("r", "1.1")]), "PostgreSQL real");
+}

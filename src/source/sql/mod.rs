@@ -28,7 +28,7 @@
 //! |---|---|---|---|---|
 //! | integer | `TINYINT` (also `TINYINT(1)`/`BOOLEAN`) … `BIGINT [UNSIGNED]`, `YEAR`, `BIT` (as an unsigned integer) | `int2`, `int4`, `int8`, `oid` | `INTEGER` | decimal: `1`, `-5` |
 //! | decimal | `DECIMAL` | `numeric` | — | as the server gives it: `1.50`; `NaN`, `Infinity` |
-//! | float | `FLOAT`, `DOUBLE` | `real`, `float8` | `REAL` | the shortest decimal that reads back as the same `f32`/`f64`, never an exponent: `1`, `0.1`, `1.1` for a `FLOAT` 1.1; `NaN`, `+Inf`, `-Inf` |
+//! | float | `FLOAT`, `DOUBLE` | `real`, `float8` | `REAL` | ECMAScript's `Number::toString`: the shortest digits that read back as the same `f64` (a `FLOAT`/`real`: the same `f32`), an exponent from 1e21 and below 1e-6: `1`, `0.1`, `1.1` for a `FLOAT` 1.1, `1e+38`, `1e-7`, `-0` is `0`; `NaN`, `+Inf`, `-Inf` |
 //! | boolean | (integers, above) | `boolean` | — | `true`, `false` |
 //! | date | `DATE` | `date` | — | `2026-12-02`; PostgreSQL's `infinity`, `-infinity` |
 //! | timestamp | `DATETIME`, `TIMESTAMP` | `timestamp`, `timestamptz` | — | UTC, RFC 3339, fraction without trailing zeros: `2026-12-02T10:00:00Z`, `…:00.5Z` |
