@@ -524,3 +524,30 @@ async fn floats_are_shortest_in_ecmascript_form_on_every_database() {
     let r = groups(&pg.dsn(), "SELECT a AS __address__, r FROM f").await;
     assert_eq!(r[0].labels, labels(&[("r", "1.1")]), "PostgreSQL real");
 }
+
+/// MariaDB's zero dates (a permissive `sql_mode` stores them) are served
+/// as MariaDB shows them, never dropped: only NULL leaves a label out.
+#[tokio::test]
+async fn mariadb_zero_dates_are_served_as_mariadb_shows_them() {
+    let maria = fixture!(MariaDb);
+    maria.exec(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE z (a VARCHAR(16), d DATE, dt DATETIME, dt3 DATETIME(3), ts TIMESTAMP NULL, part DATE, part_dt DATETIME, missing DATE);
+         INSERT INTO z VALUES ('127.0.0.1:1', '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00.000', '0000-00-00 00:00:00', '2026-00-00', '2026-12-00 10:00:00', NULL);",
+    );
+    let got = groups(
+        &maria.dsn(),
+        "SELECT a AS __address__, d, dt, dt3, ts, part, part_dt, missing, CAST('0000-00-00' AS DATE) AS cast_d FROM z",
+    )
+    .await;
+    let want = labels(&[
+        ("d", "0000-00-00"),
+        ("dt", "0000-00-00 00:00:00"),
+        ("dt3", "0000-00-00 00:00:00"),
+        ("ts", "0000-00-00 00:00:00"),
+        ("part", "2026-00-00"),
+        ("part_dt", "2026-12-00 10:00:00"),
+        ("cast_d", "0000-00-00"),
+    ]);
+    assert_eq!(got, [TargetGroup::new(["127.0.0.1:1"], want)]);
+}

@@ -40,7 +40,11 @@
 //! `TIMESTAMP` comes out in UTC and a `DATETIME` is taken as UTC;
 //! PostgreSQL's `timestamptz` is UTC on the wire and a `timestamp` is
 //! taken as UTC. Dates outside years 0000–9999 are an error (RFC 3339
-//! has four-digit years). MySQL's zero dates (`0000-00-00`) read as NULL.
+//! has four-digit years). MySQL's zero dates, and dates with a zero month
+//! or day (a permissive `sql_mode` stores them), name no day and so no
+//! instant: they are served as MariaDB shows them, `0000-00-00`,
+//! `0000-00-00 00:00:00`, `2026-12-00 10:00:00` (sqlx reads them as
+//! NULL; only a real NULL leaves the label out).
 //! SQLite goes by each value's storage class, not the declared type.
 //!
 //! Refused, with an error naming the column (cast it to text in SQL):

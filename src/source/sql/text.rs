@@ -31,7 +31,10 @@ pub(super) fn fraction(micros: u32) -> String {
 }
 
 /// A MySQL binary DATE/DATETIME/TIMESTAMP (`len, year u16, month, day,
-/// [hour, minute, second, [micros u32]]`), the latter taken as UTC.
+/// [hour, minute, second, [micros u32]]`), the latter taken as UTC. A zero
+/// date (`len` 0) or one with a zero month or day (which a permissive
+/// `sql_mode` stores) names no day, so no instant: it is written as
+/// MariaDB shows it, `0000-00-00` or `0000-00-00 00:00:00`.
 pub(super) fn mysql_datetime(bytes: &[u8], date_only: bool) -> Option<String> {
     let (&len, rest) = bytes.split_first()?;
     let rest = rest.get(..usize::from(len))?;
@@ -45,13 +48,17 @@ pub(super) fn mysql_datetime(bytes: &[u8], date_only: bool) -> Option<String> {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
         _ => 0,
     };
-    Some(format!(
-        "{date}T{:02}:{:02}:{:02}{}Z",
+    let time = format!(
+        "{:02}:{:02}:{:02}{}",
         field(4),
         field(5),
         field(6),
         fraction(micros)
-    ))
+    );
+    if field(2) == 0 || field(3) == 0 {
+        return Some(format!("{date} {time}"));
+    }
+    Some(format!("{date}T{time}Z"))
 }
 
 /// A little-endian integer of 1, 2, 4 or 8 bytes in decimal.
@@ -187,6 +194,12 @@ mod tests {
         assert_eq!(
             mysql_datetime(&[4, 0xea, 0x07, 12, 2], false).unwrap(),
             "2026-12-02T00:00:00Z"
+        );
+        assert_eq!(mysql_datetime(&[0], true).unwrap(), "0000-00-00");
+        assert_eq!(mysql_datetime(&[0], false).unwrap(), "0000-00-00 00:00:00");
+        assert_eq!(
+            mysql_datetime(&[7, 0xea, 0x07, 0, 0, 10, 0, 0], false).unwrap(),
+            "2026-00-00 10:00:00"
         );
     }
 
