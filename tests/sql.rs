@@ -304,15 +304,44 @@ async fn sqlite_goes_by_storage_class() {
     .await;
 }
 
+/// Text in a `_bin` collation, expressions over it and MariaDB's `UUID`
+/// carry the BINARY flag on the wire with a text character set: text.
+/// Only the `binary` character set (63) is binary.
+#[tokio::test]
+async fn mariadb_bin_collations_and_uuid_are_text() {
+    let maria = fixture!(MariaDb);
+    maria.exec(
+        "CREATE TABLE b (h VARCHAR(64) COLLATE utf8mb4_bin, id UUID, t TEXT COLLATE utf8mb4_bin, c CHAR(4) COLLATE utf8mb4_bin, ko VARCHAR(16) COLLATE utf8mb4_bin, j JSON);
+         INSERT INTO b VALUES ('Node-A', '0e4fb2a4-8c1d-4b5e-9f00-000000000001', 'long text', 'ab', '서울', '{\"a\": 1}');",
+    );
+    let got = groups(
+        &maria.dsn(),
+        "SELECT CONCAT(h, ':9100') AS __address__, h, LOWER(h) AS lower_h, id, t, c, ko, j FROM b",
+    )
+    .await;
+    let want = labels(&[
+        ("h", "Node-A"),
+        ("lower_h", "node-a"),
+        ("id", "0e4fb2a4-8c1d-4b5e-9f00-000000000001"),
+        ("t", "long text"),
+        ("c", "ab"),
+        ("ko", "서울"),
+        ("j", "{\"a\": 1}"),
+    ]);
+    assert_eq!(got, [TargetGroup::new(["Node-A:9100"], want)]);
+}
+
 #[tokio::test]
 async fn binary_json_and_unknown_types_are_refused_naming_the_column() {
     let maria = fixture!(MariaDb);
     maria.exec(
-        "CREATE TABLE t (a VARCHAR(32), vb VARBINARY(16), bl BLOB, j JSON, raw_name VARCHAR(16) COLLATE utf8mb4_bin);
-         INSERT INTO t VALUES ('127.0.0.1:1', x'00ff', x'00ff', '{}', 'n');",
+        "CREATE TABLE t (a VARCHAR(32), vb VARBINARY(16), bl BLOB, fixed BINARY(4));
+         INSERT INTO t VALUES ('127.0.0.1:1', x'00ff', x'00ff', 'abcd');",
     );
-    for col in ["vb", "bl", "j", "raw_name"] {
-        let sql = format!("SELECT a AS __address__, {col} FROM t");
+    for col in ["vb", "bl", "fixed", "cb"] {
+        let sql = format!(
+            "SELECT a AS __address__, {col} FROM (SELECT t.*, CAST(a AS BINARY) AS cb FROM t) q"
+        );
         fails(
             &maria.dsn(),
             &sql,

@@ -230,13 +230,17 @@ pub fn mysql_value(column: &str, value: MySqlValueRef<'_>) -> Result<Option<Stri
                 .fold(0u64, |n, b| (n << 8) | u64::from(*b))
                 .to_string()
         }
+        // Binary only in the `binary` character set (63): text in a `_bin`
+        // collation carries the BINARY flag too (the patched driver, see
+        // vendor/sqlx-mysql, and later sqlx releases tell them apart).
         "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            return Err(SqlError::new(
-                "column",
-                format!(
-                    "column {column:?} is binary (or has a _bin collation, which the protocol flags the same way, as it does MariaDB's JSON): cast it to text in SQL, e.g. CAST({column} AS CHAR)"
-                ),
-            ))
+            if !<&str as Type<MySql>>::compatible(&ty) {
+                return Err(SqlError::new(
+                    "column",
+                    format!("column {column:?} is binary: cast it to text in SQL, e.g. CAST({column} AS CHAR)"),
+                ));
+            }
+            utf8(column, bytes()?)?
         }
         "JSON" => return Err(json(column)),
         "NULL" => return Ok(None),

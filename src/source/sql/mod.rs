@@ -33,8 +33,8 @@
 //! | date | `DATE` | `date` | — | `2026-12-02`; PostgreSQL's `infinity`, `-infinity` |
 //! | timestamp | `DATETIME`, `TIMESTAMP` | `timestamp`, `timestamptz` | — | UTC, RFC 3339, fraction without trailing zeros: `2026-12-02T10:00:00Z`, `…:00.5Z` |
 //! | time of day | `TIME` | `time` | — | `10:00:00`, `-838:59:59`, `10:00:00.25` |
-//! | text | `CHAR`, `VARCHAR`, `*TEXT`, `ENUM`, `SET` | `text`, `varchar`, `char(n)`, `name`, `"char"`, enums | `TEXT` | as stored (UTF-8) |
-//! | uuid | — | `uuid` | — | `0e4f…-…` lower-case, hyphenated |
+//! | text | `CHAR`, `VARCHAR`, `*TEXT`, `ENUM`, `SET`, in any collation (`_bin` too) | `text`, `varchar`, `char(n)`, `name`, `"char"`, enums | `TEXT` | as stored (UTF-8) |
+//! | uuid | `UUID` (MariaDB, as its text) | `uuid` | — | `0e4f…-…` lower-case, hyphenated |
 //!
 //! Time zones: MySQL sessions run with `time_zone = '+00:00'`, so a
 //! `TIMESTAMP` comes out in UTC and a `DATETIME` is taken as UTC;
@@ -49,10 +49,14 @@
 //!
 //! Refused, with an error naming the column (cast it to text in SQL):
 //! binary (`BINARY`, `VARBINARY`, `*BLOB`, `bytea`, a SQLite BLOB value)
-//! and JSON (MySQL `JSON`, `json`, `jsonb`). The MySQL protocol flags a
-//! `_bin` collation (and MariaDB's `JSON`, a `LONGTEXT` with `utf8mb4_bin`)
-//! like binary data and the driver does not pass the collation on, so such
-//! columns are refused too: `CAST(col AS CHAR)` serves them. Every other
+//! and JSON (MySQL `JSON`, `json`, `jsonb`). On MySQL/MariaDB binary means
+//! the `binary` character set (63): the protocol also sets the BINARY flag
+//! on text in a `_bin` collation, on expressions over it (`CONCAT`,
+//! `LOWER`) and on MariaDB's `UUID` and `INET6`, which carry a text
+//! character set and are text (sqlx 0.8 goes by the flag; the copy in
+//! `vendor/sqlx-mysql` goes by the character set, as later sqlx does).
+//! MariaDB's `JSON` is a `LONGTEXT` in `utf8mb4_bin` on the wire, so it is
+//! served as its text. Every other
 //! type (`interval`, `inet`, `timetz`, arrays, ranges, `money`, `xml`,
 //! `GEOMETRY`, extension types) is refused naming its type rather than
 //! guessed at.
