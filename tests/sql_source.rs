@@ -386,3 +386,95 @@ fn a_database_restart_keeps_the_targets_and_reconnects() {
         b.contains("127.0.0.8:9104")
     });
 }
+
+fn sighup(bridge: &Bridge) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &bridge.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The `configuration reloaded` log line's (kept, started, stopped), once
+/// there are `n` of them.
+fn reloaded(bridge: &Bridge, n: usize) -> (u64, u64, u64) {
+    poll_until(Duration::from_secs(20), "the reload's log line", || {
+        let lines: Vec<serde_json::Value> = bridge
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["fields"]["message"] == "configuration reloaded")
+            .collect();
+        let f = &lines.get(n - 1)?["fields"];
+        Some((
+            f["kept"].as_u64()?,
+            f["started"].as_u64()?,
+            f["stopped"].as_u64()?,
+        ))
+    })
+}
+
+/// A reload re-reads `dsn_file`: pointed at another database, the source
+/// restarts on it, and the job's state key changes with it, so a restart
+/// never serves one database's body for another. A new password alone
+/// reconnects and keeps the key.
+#[test]
+fn a_changed_dsn_file_is_applied_on_reload_and_keys_the_state() {
+    let Some(pg) = Postgres::create() else { return };
+    let Some(maria) = MariaDb::create() else {
+        return;
+    };
+    pg.exec(SEED);
+    maria.exec(SEED);
+    maria.exec("UPDATE hosts SET address = '127.0.0.7:9104' WHERE role = 'primary'");
+    let dir = Dir::new();
+    dir.write("dsn", &pg.dsn());
+    let path = dir.write(
+        "sdbridge.yml",
+        &format!(
+            "state_dir: state\njobs:\n  - job_name: inventory\n    sql_sd_configs:\n      - dsn_file: dsn\n        query: \"{QUERY}\"\n        refresh_interval: 1h\n"
+        ),
+    );
+    let bridge = Bridge::start_unready(&path);
+    bridge.wait_body("/http_sd/inventory", "PostgreSQL's rows", |b| {
+        b.contains("127.0.0.1:9104")
+    });
+    let persisted = || {
+        let bytes = std::fs::read(dir.path("state/inventory.state")).ok()?;
+        let at = bytes.windows(2).position(|w| w == b"\n\n")?;
+        String::from_utf8(bytes[at + 2..].to_vec()).ok()
+    };
+
+    // The same DSN with another password: a reconnect, same state key.
+    dir.write("dsn", &pg.dsn().replace(PASSWORD, "Other-Pa55"));
+    sighup(&bridge);
+    assert_eq!(reloaded(&bridge, 1), (0, 1, 1));
+
+    dir.write("dsn", &maria.dsn());
+    sighup(&bridge);
+    assert_eq!(reloaded(&bridge, 2), (0, 1, 1));
+    let maria_body = bridge.wait_body("/http_sd/inventory", "MariaDB's rows", |b| {
+        b.contains("127.0.0.7:9104")
+    });
+    assert!(bridge.get("/").text().contains("127.0.0.1:3306"));
+    poll_until(Duration::from_secs(20), "MariaDB's body persisted", || {
+        (persisted().as_deref() == Some(maria_body.as_str())).then_some(())
+    });
+    assert!(bridge.terminate().success());
+
+    // Back to PostgreSQL, which now fails: MariaDB's body is not served
+    // for it (503 until it syncs), whatever state_dir holds.
+    pg.exec("DROP TABLE hosts");
+    dir.write("dsn", &pg.dsn());
+    let bridge = Bridge::start_unready(&path);
+    let up = || bridge.metric("sdbridge_source_up", &["job=\"inventory\""]);
+    poll_until(Duration::from_secs(20), "the failing query", || {
+        (up() == Some(0.0)).then_some(())
+    });
+    assert_eq!(bridge.get("/http_sd/inventory").status, 503);
+    assert_eq!(
+        bridge.metric("sdbridge_job_from_state", &["job=\"inventory\""]),
+        Some(0.0)
+    );
+    assert_no_password(&bridge);
+}
