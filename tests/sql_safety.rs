@@ -214,3 +214,58 @@ async fn notify_wakes_the_listener_and_a_lost_connection_is_reported() {
         "dsn"
     );
 }
+
+/// Waits (20 s at most) until `pg`'s user has `want` `LISTEN` sessions.
+async fn wait_listens(pg: &std::sync::Arc<Postgres>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pg = pg.clone();
+        let now = tokio::task::spawn_blocking(move || {
+            pg.admin(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query ILIKE 'LISTEN%'",
+                pg.user
+            ))
+        })
+        .await
+        .unwrap();
+        if now.trim() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {want} LISTEN sessions: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `LISTEN` connection belongs to its source's task: when the task is
+/// dropped (a supervisor restart, an abort) without being told to stop,
+/// the connection goes with it instead of staying open beside the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_connection_ends_with_its_source_task() {
+    use sdbridge::source::{Outbox, SlotId, Source, SourceContext};
+    let pg = std::sync::Arc::new(fixture!(Postgres));
+    pg.exec("CREATE TABLE h (a text); INSERT INTO h VALUES ('127.0.0.1:1')");
+    let text = format!(
+        "jobs:\n  - job_name: j\n    sql_sd_configs:\n      - dsn: '{}'\n        query: 'SELECT a AS __address__ FROM h'\n        refresh_interval: 1h\n        notify_channel: inventory\n",
+        pg.dsn()
+    );
+    let mut config =
+        sdbridge::config::Config::parse(&text, std::path::Path::new("/tmp/s.yml")).expect("config");
+    let source = std::sync::Arc::new(config.jobs.remove(0).sql_sd_configs.remove(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let ctx = SourceContext {
+        out: Outbox::new(SlotId(1), "j", ("sql_sd#test", "sql_sd"), tx),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    let task = tokio::spawn(source.run(ctx.clone()));
+    wait_listens(&pg, "1").await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(!ctx.shutdown.is_cancelled());
+    wait_listens(&pg, "0").await;
+    drop(ctx);
+    drain.abort();
+}

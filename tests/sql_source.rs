@@ -352,8 +352,21 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// The database restarts mid-run: the last good targets stay served (and
-/// the job ready) while it is down, and the connection is opened again.
+/// Refresh rounds the source has run (successful or not).
+fn rounds(bridge: &Bridge) -> f64 {
+    bridge
+        .metric(
+            "sdbridge_source_refresh_duration_seconds_count",
+            &["job=\"inventory\""],
+        )
+        .unwrap_or(0.0)
+}
+
+/// The database restarts mid-run, with an hourly refresh: the outage shows
+/// at once through the lost `LISTEN` connection, the last good targets stay
+/// served (and the job ready) while it is down, and after the `LISTEN`
+/// reconnect the source refreshes once, serving a row that changed without
+/// a `NOTIFY`.
 #[test]
 fn a_database_restart_keeps_the_targets_and_reconnects() {
     let Some(pg) = PrivatePostgres::start() else {
@@ -365,9 +378,17 @@ fn a_database_restart_keeps_the_targets_and_reconnects() {
     let bridge = Bridge::start_unready(&config(
         &dir,
         &dsn,
-        "        refresh_interval: 1s\n        notify_channel: inventory\n",
+        "        refresh_interval: 1h\n        notify_channel: inventory\n",
     ));
     let good = bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    // The first round, and the one after the LISTEN connection is up.
+    poll_until(Duration::from_secs(20), "two rounds", || {
+        (rounds(&bridge) >= 2.0).then_some(())
+    });
+    // Not notified: only the refresh after the reconnect can serve it.
+    pg.sql(
+        "INSERT INTO hosts VALUES ('127.0.0.8:9104', 'MySQL', 'My서비스', '세컨더리', 'replica')",
+    );
     pg.down();
     let up = || bridge.metric("sdbridge_source_up", &["job=\"inventory\""]);
     poll_until(Duration::from_secs(20), "source down", || {
@@ -375,16 +396,119 @@ fn a_database_restart_keeps_the_targets_and_reconnects() {
     });
     assert_eq!(bridge.get("/http_sd/inventory").text(), good);
     assert_eq!(bridge.get("/-/ready").status, 200);
+    assert!(
+        bridge.get("/").text().contains("LISTEN"),
+        "the status page shows why"
+    );
     pg.up();
     poll_until(Duration::from_secs(30), "source up again", || {
         (up() == Some(1.0)).then_some(())
     });
-    pg.sql(
-        "INSERT INTO hosts VALUES ('127.0.0.8:9104', 'MySQL', 'My서비스', '세컨더리', 'replica')",
-    );
-    bridge.wait_body("/http_sd/inventory", "a row after the restart", |b| {
+    bridge.wait_body("/http_sd/inventory", "the row changed while down", |b| {
         b.contains("127.0.0.8:9104")
     });
+}
+
+/// Only the `LISTEN` connection is lost (its backend terminated, the role
+/// unable to log in again), with an hourly refresh: the source reports it
+/// at once like any failure, the targets stay served, and the report
+/// clears when the connection is back.
+#[test]
+fn a_lost_listen_connection_is_reported_until_it_is_back() {
+    let Some(pg) = Postgres::create() else { return };
+    pg.exec(SEED);
+    let dir = Dir::new();
+    let bridge = Bridge::start_unready(&config(
+        &dir,
+        &pg.dsn(),
+        "        refresh_interval: 1h\n        notify_channel: inventory\n",
+    ));
+    let good = bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    let listens = || {
+        pg.admin(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query ILIKE 'LISTEN%'",
+            pg.user
+        ))
+        .trim()
+        .to_string()
+    };
+    poll_until(Duration::from_secs(20), "LISTEN connection", || {
+        (listens() == "1").then_some(())
+    });
+    let up = || bridge.metric("sdbridge_source_up", &["job=\"inventory\""]);
+    poll_until(Duration::from_secs(20), "source up", || {
+        (up() == Some(1.0)).then_some(())
+    });
+    pg.admin(&format!("ALTER ROLE \"{}\" NOLOGIN", pg.user));
+    pg.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}' AND query ILIKE 'LISTEN%'",
+        pg.user
+    ));
+    poll_until(Duration::from_secs(20), "source down", || {
+        (up() == Some(0.0)).then_some(())
+    });
+    let page = bridge.get("/").text();
+    assert!(
+        page.contains("LISTEN"),
+        "the status page shows why:\n{page}"
+    );
+    assert_eq!(bridge.get("/http_sd/inventory").text(), good);
+    assert_eq!(bridge.get("/-/ready").status, 200);
+    // Every failed attempt counts, as for any source.
+    poll_until(
+        Duration::from_secs(20),
+        "a failed reconnect counted",
+        || {
+            (bridge.metric("sdbridge_source_errors_total", &["error=\"sql_listen\""]) >= Some(2.0))
+                .then_some(())
+        },
+    );
+    assert_eq!(up(), Some(0.0), "still down while LISTEN is");
+
+    pg.admin(&format!("ALTER ROLE \"{}\" LOGIN", pg.user));
+    poll_until(Duration::from_secs(60), "source up again", || {
+        (up() == Some(1.0)).then_some(())
+    });
+    poll_until(Duration::from_secs(20), "LISTEN again", || {
+        (listens() == "1").then_some(())
+    });
+    assert!(!bridge.get("/").text().contains("LISTEN connection"));
+    assert_no_password(&bridge);
+}
+
+/// A slow query (over sqlx's 1 s alert threshold) and duplicate rows do
+/// not log on every round: the duplicates once when they appear and once
+/// when they are gone, sqlx's statement logging not at all at info.
+#[test]
+fn slow_queries_and_duplicates_do_not_log_every_round() {
+    let Some(db) = MariaDb::create() else { return };
+    db.exec(SEED);
+    db.exec("INSERT INTO hosts SELECT * FROM hosts WHERE role = 'primary'");
+    let dir = Dir::new();
+    let path = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: inventory\n    sql_sd_configs:\n      - dsn: 'DSN'\n        query: \"SELECT address AS __address__, role FROM hosts WHERE SLEEP(0.4) = 0\"\n        refresh_interval: 1s\n        query_timeout: 10s\n"
+            .replace("DSN", &db.dsn())
+            .as_str(),
+    );
+    let bridge = Bridge::start_unready(&path);
+    bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    let count = |what: &str| bridge.log().matches(what).count();
+    poll_until(Duration::from_secs(60), "four rounds", || {
+        (rounds(&bridge) >= 4.0).then_some(())
+    });
+    assert_eq!(count("slow statement"), 0, "{}", bridge.log());
+    assert_eq!(count("repeat a target"), 1, "{}", bridge.log());
+    db.exec("DELETE FROM hosts WHERE role = 'primary' LIMIT 1");
+    poll_until(Duration::from_secs(30), "the duplicates gone", || {
+        (count("duplicate rows are gone") == 1).then_some(())
+    });
+    let seen = rounds(&bridge);
+    poll_until(Duration::from_secs(30), "two more rounds", || {
+        (rounds(&bridge) >= seen + 2.0).then_some(())
+    });
+    assert_eq!(count("repeat a target"), 1, "{}", bridge.log());
+    assert_eq!(count("duplicate rows are gone"), 1, "{}", bridge.log());
 }
 
 fn sighup(bridge: &Bridge) {
