@@ -602,3 +602,48 @@ fn a_changed_dsn_file_is_applied_on_reload_and_keys_the_state() {
     );
     assert_no_password(&bridge);
 }
+
+/// `LISTEN` quotes `notify_channel`, so a mixed-case name is reached only
+/// by a quoted `NOTIFY` or `pg_notify`: `check` and `serve` say so.
+#[test]
+fn a_mixed_case_notify_channel_is_warned_about() {
+    let Some(pg) = Postgres::create() else { return };
+    pg.exec(SEED);
+    let dir = Dir::new();
+    let path = config(
+        &dir,
+        &pg.dsn(),
+        "        refresh_interval: 1h\n        notify_channel: Hunt_Mixed\n",
+    );
+    let want = "only NOTIFY \"Hunt_Mixed\" or SELECT pg_notify('Hunt_Mixed', '') reach it; an unquoted NOTIFY Hunt_Mixed is folded to \"hunt_mixed\"";
+    let check = run_cli(Some(dir.tmp.path()), ["check", "sdbridge.yml"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert!(
+        out.contains("sdbridge.yml: warning: job \"inventory\": sql_sd_configs[0]: notify_channel \"Hunt_Mixed\" has upper-case letters")
+            && out.contains(want),
+        "{out}"
+    );
+    assert!(!out.contains(PASSWORD), "{out}");
+    let bridge = Bridge::start_unready(&path);
+    bridge.wait_body("/http_sd/inventory", "seed rows", |b| targets(b).len() == 3);
+    // (JSON escapes the quotes.)
+    assert!(
+        bridge
+            .log()
+            .contains("or SELECT pg_notify('Hunt_Mixed', '') reach it; an unquoted NOTIFY Hunt_Mixed is folded to"),
+        "{}",
+        bridge.log()
+    );
+    // The advice holds: pg_notify with the exact name wakes the source.
+    poll_until(Duration::from_secs(20), "LISTEN connection", || {
+        let n = pg.admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN \"Hunt_Mixed\"%'",
+        );
+        (n.trim() != "0").then_some(())
+    });
+    pg.exec("INSERT INTO hosts VALUES ('127.0.0.9:9104', 'MySQL', 'My서비스', '세컨더리', 'replica'); SELECT pg_notify('Hunt_Mixed', '');");
+    bridge.wait_body("/http_sd/inventory", "the notified row", |b| {
+        b.contains("127.0.0.9:9104")
+    });
+}

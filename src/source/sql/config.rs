@@ -112,7 +112,8 @@ pub struct SqlSdConfig {
     /// by the client. Default `10s`; above zero.
     pub query_timeout: PromDuration,
     /// PostgreSQL only: `LISTEN` on this channel and refresh at once on a
-    /// `NOTIFY` (exact name, as `pg_notify` takes it). Default: none.
+    /// `NOTIFY` (exact name, as `pg_notify` takes it: an unquoted `NOTIFY`
+    /// folds to lower case, see [`SqlSdConfig::warnings`]). Default: none.
     pub notify_channel: Option<String>,
     /// The config file's directory, for a relative SQLite path read from
     /// `dsn_file`.
@@ -274,6 +275,22 @@ impl SqlSdConfig {
             check_notify(dsn.backend()).map_err(|e| SqlError::new("dsn", e))?;
         }
         Ok(dsn)
+    }
+
+    /// What is valid but likely not meant, for `check` and the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(channel) = &self.notify_channel {
+            if channel.bytes().any(|b| b.is_ascii_uppercase()) {
+                let quoted = channel.replace('"', "\"\"");
+                let literal = channel.replace('\'', "''");
+                out.push(format!(
+                    "notify_channel {channel:?} has upper-case letters: sdbridge LISTENs on it exactly (quoted), so only NOTIFY \"{quoted}\" or SELECT pg_notify('{literal}', '') reach it; an unquoted NOTIFY {channel} is folded to {:?} and does not",
+                    channel.to_ascii_lowercase()
+                ));
+            }
+        }
+        out
     }
 
     /// Short description for the status page and logs (no secrets).

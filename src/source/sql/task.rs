@@ -61,6 +61,9 @@ async fn dsn(config: &SqlSdConfig) -> Result<super::Dsn, SqlError> {
 }
 
 async fn run(config: Arc<SqlSdConfig>, ctx: SourceContext) {
+    for warning in config.warnings() {
+        tracing::warn!(job = %ctx.out.job, source = %ctx.out.name, warning = %warning, "sql_sd_configs");
+    }
     let wake = Arc::new(Notify::new());
     let (problem_tx, problem_rx) = watch::channel(None);
     let db: Arc<Mutex<Option<Database>>> = Arc::default();
