@@ -144,7 +144,8 @@ where
 }
 
 /// `sdbridge check`: every error in the config, then in every file_sd
-/// file of each job that is valid on its own, each as `file:line:col:`.
+/// file of each job that is valid on its own, each as `file:line:col:`;
+/// warnings (`file: warning: ...`) do not fail it.
 fn check(file: &std::path::Path) -> ExitCode {
     let (jobs, config_errors) = Config::check(file);
     for error in &config_errors {
@@ -153,6 +154,15 @@ fn check(file: &std::path::Path) -> ExitCode {
     let mut file_errors = 0;
     let mut files = 0;
     for job in &jobs {
+        for (i, sql) in job.sql_sd_configs.iter().enumerate() {
+            for warning in sql.warnings() {
+                println!(
+                    "{}: warning: job {:?}: sql_sd_configs[{i}]: {warning}",
+                    file.display(),
+                    job.job_name
+                );
+            }
+        }
         for file_sd in &job.file_sd_configs {
             let scan = Scanner::new(&file_sd.files)
                 .with_limit(file_sd.max_input_size)

@@ -304,15 +304,44 @@ async fn sqlite_goes_by_storage_class() {
     .await;
 }
 
+/// Text in a `_bin` collation, expressions over it and MariaDB's `UUID`
+/// carry the BINARY flag on the wire with a text character set: text.
+/// Only the `binary` character set (63) is binary.
+#[tokio::test]
+async fn mariadb_bin_collations_and_uuid_are_text() {
+    let maria = fixture!(MariaDb);
+    maria.exec(
+        "CREATE TABLE b (h VARCHAR(64) COLLATE utf8mb4_bin, id UUID, t TEXT COLLATE utf8mb4_bin, c CHAR(4) COLLATE utf8mb4_bin, ko VARCHAR(16) COLLATE utf8mb4_bin, j JSON);
+         INSERT INTO b VALUES ('Node-A', '0e4fb2a4-8c1d-4b5e-9f00-000000000001', 'long text', 'ab', '서울', '{\"a\": 1}');",
+    );
+    let got = groups(
+        &maria.dsn(),
+        "SELECT CONCAT(h, ':9100') AS __address__, h, LOWER(h) AS lower_h, id, t, c, ko, j FROM b",
+    )
+    .await;
+    let want = labels(&[
+        ("h", "Node-A"),
+        ("lower_h", "node-a"),
+        ("id", "0e4fb2a4-8c1d-4b5e-9f00-000000000001"),
+        ("t", "long text"),
+        ("c", "ab"),
+        ("ko", "서울"),
+        ("j", "{\"a\": 1}"),
+    ]);
+    assert_eq!(got, [TargetGroup::new(["Node-A:9100"], want)]);
+}
+
 #[tokio::test]
 async fn binary_json_and_unknown_types_are_refused_naming_the_column() {
     let maria = fixture!(MariaDb);
     maria.exec(
-        "CREATE TABLE t (a VARCHAR(32), vb VARBINARY(16), bl BLOB, j JSON, raw_name VARCHAR(16) COLLATE utf8mb4_bin);
-         INSERT INTO t VALUES ('127.0.0.1:1', x'00ff', x'00ff', '{}', 'n');",
+        "CREATE TABLE t (a VARCHAR(32), vb VARBINARY(16), bl BLOB, fixed BINARY(4));
+         INSERT INTO t VALUES ('127.0.0.1:1', x'00ff', x'00ff', 'abcd');",
     );
-    for col in ["vb", "bl", "j", "raw_name"] {
-        let sql = format!("SELECT a AS __address__, {col} FROM t");
+    for col in ["vb", "bl", "fixed", "cb"] {
+        let sql = format!(
+            "SELECT a AS __address__, {col} FROM (SELECT t.*, CAST(a AS BINARY) AS cb FROM t) q"
+        );
         fails(
             &maria.dsn(),
             &sql,
@@ -476,4 +505,78 @@ async fn row_order_does_not_matter_and_duplicates_are_served_once() {
     let pg = fixture!(Postgres);
     pg.exec(seed);
     check_order_and_dedup(&pg.dsn()).await;
+}
+
+/// Floats as ECMAScript's `Number::toString` writes them, the same on
+/// every database: `f64` and `f32` alike, exponents from 1e21 and below
+/// 1e-6.
+#[tokio::test]
+async fn floats_are_shortest_in_ecmascript_form_on_every_database() {
+    const VALUES: &str = "1e38, 1.7976931348623157e308, 1e21, 1e20, 1e-7, 123.456, 0.000001, -0.0";
+    let want = labels(&[
+        ("big", "1e+38"),
+        ("max", "1.7976931348623157e+308"),
+        ("e21", "1e+21"),
+        ("e20", "100000000000000000000"),
+        ("tiny", "1e-7"),
+        ("plain", "123.456"),
+        ("micro", "0.000001"),
+        ("zero", "0"),
+    ]);
+    let query = "SELECT a AS __address__, big, max, e21, e20, tiny, plain, micro, zero FROM f";
+    let columns = |ty: &str| {
+        ["big", "max", "e21", "e20", "tiny", "plain", "micro", "zero"]
+            .map(|c| format!("{c} {ty}"))
+            .join(", ")
+    };
+    let sqlite = SqliteFile::create(&format!(
+        "CREATE TABLE f (a TEXT, {}); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES})",
+        columns("REAL")
+    ))
+    .await;
+    let expected = [TargetGroup::new(["127.0.0.1:1"], want)];
+    assert_eq!(groups(&sqlite.dsn(), query).await, expected, "SQLite");
+    let maria = fixture!(MariaDb);
+    maria.exec(&format!(
+        "CREATE TABLE f (a VARCHAR(16), {}, r FLOAT); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES}, 1e38)",
+        columns("DOUBLE")
+    ));
+    assert_eq!(groups(&maria.dsn(), query).await, expected, "MariaDB");
+    let r = groups(&maria.dsn(), "SELECT a AS __address__, r FROM f").await;
+    assert_eq!(r[0].labels, labels(&[("r", "1e+38")]), "MariaDB FLOAT");
+    let pg = fixture!(Postgres);
+    pg.exec(&format!(
+        "CREATE TABLE f (a text, {}, r real); INSERT INTO f VALUES ('127.0.0.1:1', {VALUES}, 1.1)",
+        columns("float8")
+    ));
+    assert_eq!(groups(&pg.dsn(), query).await, expected, "PostgreSQL");
+    let r = groups(&pg.dsn(), "SELECT a AS __address__, r FROM f").await;
+    assert_eq!(r[0].labels, labels(&[("r", "1.1")]), "PostgreSQL real");
+}
+
+/// MariaDB's zero dates (a permissive `sql_mode` stores them) are served
+/// as MariaDB shows them, never dropped: only NULL leaves a label out.
+#[tokio::test]
+async fn mariadb_zero_dates_are_served_as_mariadb_shows_them() {
+    let maria = fixture!(MariaDb);
+    maria.exec(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE z (a VARCHAR(16), d DATE, dt DATETIME, dt3 DATETIME(3), ts TIMESTAMP NULL, part DATE, part_dt DATETIME, missing DATE);
+         INSERT INTO z VALUES ('127.0.0.1:1', '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00.000', '0000-00-00 00:00:00', '2026-00-00', '2026-12-00 10:00:00', NULL);",
+    );
+    let got = groups(
+        &maria.dsn(),
+        "SELECT a AS __address__, d, dt, dt3, ts, part, part_dt, missing, CAST('0000-00-00' AS DATE) AS cast_d FROM z",
+    )
+    .await;
+    let want = labels(&[
+        ("d", "0000-00-00"),
+        ("dt", "0000-00-00 00:00:00"),
+        ("dt3", "0000-00-00 00:00:00"),
+        ("ts", "0000-00-00 00:00:00"),
+        ("part", "2026-00-00"),
+        ("part_dt", "2026-12-00 10:00:00"),
+        ("cast_d", "0000-00-00"),
+    ]);
+    assert_eq!(got, [TargetGroup::new(["127.0.0.1:1"], want)]);
 }

@@ -6,12 +6,17 @@
 //! changed nothing sends no part. A failed round keeps the last good groups,
 //! reports the error, and is retried with backoff and jitter (never later
 //! than the next regular round).
+//!
+//! A source can also have a problem beside its rounds (its `LISTEN`
+//! connection is down): [`Between::problem`]. It is reported at once, with
+//! the last round's, and cleared when it ends, without waiting for a
+//! round.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, Instant};
 
 use super::{Change, Part, SourceContext, SourceError, Update};
@@ -24,14 +29,44 @@ pub const PART_KEY: &str = "";
 /// First retry after a failed round; doubles up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// What acts on a polling source between its rounds.
+#[derive(Debug, Default)]
+pub struct Between {
+    /// Runs a round at once when notified (a PostgreSQL `NOTIFY`).
+    pub wake: Option<Arc<Notify>>,
+    /// A problem beside the rounds, `None` when there is none. Every value
+    /// sent is reported (and its error counted) at once.
+    pub problem: Option<watch::Receiver<Option<SourceError>>>,
+}
+
+/// The problem an update reports: the last round's and the one beside the
+/// rounds.
+fn problem(round: &Option<SourceError>, beside: &Option<SourceError>) -> Option<String> {
+    match (round, beside) {
+        (None, None) => None,
+        (Some(e), None) | (None, Some(e)) => Some(e.message.clone()),
+        (Some(a), Some(b)) => Some(format!("{}; {}", a.message, b.message)),
+    }
+}
+
+/// Waits for the next value of `problem` (forever once its sender is gone
+/// or when there is none).
+async fn next_problem(
+    problem: &mut Option<watch::Receiver<Option<SourceError>>>,
+) -> Option<SourceError> {
+    if let Some(rx) = problem {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+    }
+    *problem = None;
+    std::future::pending().await
+}
+
 /// Runs rounds of `refresh` until `ctx.shutdown` is cancelled or the
 /// merger is gone.
-pub async fn run<F, Fut>(
-    ctx: &SourceContext,
-    interval: Duration,
-    wake: Option<Arc<Notify>>,
-    mut refresh: F,
-) where
+pub async fn run<F, Fut>(ctx: &SourceContext, interval: Duration, between: Between, mut refresh: F)
+where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<Vec<TargetGroup>>, SourceError>>,
 {
@@ -39,6 +74,15 @@ pub async fn run<F, Fut>(
     let mut backoff = Backoff::new(FIRST_RETRY, interval);
     let mut sent: Option<Arc<Fragment>> = None;
     let labels = ctx.out.labels();
+    let Between {
+        wake,
+        problem: mut beside_rx,
+    } = between;
+    let mut beside: Option<SourceError> = beside_rx
+        .as_mut()
+        .and_then(|rx| rx.borrow_and_update().clone());
+    // The last round's error, reported again with every change beside.
+    let mut round: Option<SourceError>;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
@@ -56,12 +100,13 @@ pub async fn run<F, Fut>(
                     source: ctx.out.id,
                     change: Change::None,
                     synced: sent.is_some(),
-                    problem: None,
+                    problem: problem(&None, &beside),
                     errors: Vec::new(),
                 };
                 if ctx.out.send(update).await.is_err() {
                     return;
                 }
+                round = None;
                 started + interval
             }
             Ok(Some(groups)) => {
@@ -82,12 +127,13 @@ pub async fn run<F, Fut>(
                     source: ctx.out.id,
                     change,
                     synced: true,
-                    problem: None,
+                    problem: problem(&None, &beside),
                     errors: Vec::new(),
                 };
                 if ctx.out.send(update).await.is_err() {
                     return;
                 }
+                round = None;
                 started + interval
             }
             Err(e) => {
@@ -99,26 +145,42 @@ pub async fn run<F, Fut>(
                     source: ctx.out.id,
                     change: Change::None,
                     synced: false,
-                    problem: Some(e.message.clone()),
-                    errors: vec![e],
+                    problem: problem(&Some(e.clone()), &beside),
+                    errors: vec![e.clone()],
                 };
                 if ctx.out.send(update).await.is_err() {
                     return;
                 }
+                round = Some(e);
                 Instant::now() + backoff.next_delay()
             }
         };
-        // A wake-up during the round left a permit: it is not lost.
-        let woken = async {
-            match &wake {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
+        loop {
+            // A wake-up during the round left a permit: it is not lost.
+            let woken = async {
+                match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = sleep_until(next) => break,
+                _ = woken => break,
+                now = next_problem(&mut beside_rx) => {
+                    beside = now;
+                    let update = Update {
+                        source: ctx.out.id,
+                        change: Change::None,
+                        synced: sent.is_some(),
+                        problem: problem(&round, &beside),
+                        errors: beside.iter().cloned().collect(),
+                    };
+                    if ctx.out.send(update).await.is_err() {
+                        return;
+                    }
+                }
             }
-        };
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = sleep_until(next) => {}
-            _ = woken => {}
         }
     }
 }

@@ -61,7 +61,7 @@ impl Source for HttpSdConfig {
             let interval = self.refresh_interval.0;
             let metrics = ctx.out.metrics().cloned();
             let labels = ctx.out.labels();
-            refresh::run(&ctx, interval, None, || {
+            refresh::run(&ctx, interval, refresh::Between::default(), || {
                 let round = upstream.round();
                 let (metrics, labels) = (metrics.clone(), labels.clone());
                 async move {

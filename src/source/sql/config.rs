@@ -71,9 +71,15 @@ fn default_query_timeout() -> Positive {
     Positive(PromDuration(DEFAULT_QUERY_TIMEOUT))
 }
 
+/// Largest `dsn_file` read (a DSN is a line).
+const MAX_DSN_FILE: u64 = 64 * 1024;
+
 /// One `sql_sd_configs` entry, validated. Its `Debug` and `Display` never
-/// show the DSN's password.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+/// show the DSN's password; they show the redacted DSN (from `dsn_file`
+/// too), so the source's name and its job's state key
+/// ([`crate::state::job_key`]) change with the database it reads, and
+/// not with the password.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "RawSqlSdConfig")]
 pub struct SqlSdConfig {
     /// The database URL (`mysql://`, `mariadb://`, `postgres://`,
@@ -93,11 +99,68 @@ pub struct SqlSdConfig {
     /// by the client. Default `10s`; above zero.
     pub query_timeout: PromDuration,
     /// PostgreSQL only: `LISTEN` on this channel and refresh at once on a
-    /// `NOTIFY` (exact name, as `pg_notify` takes it). Default: none.
+    /// `NOTIFY` (exact name, as `pg_notify` takes it: an unquoted `NOTIFY`
+    /// folds to lower case, see [`SqlSdConfig::warnings`]). Default: none.
     pub notify_channel: Option<String>,
     /// The config file's directory, for a relative SQLite path read from
     /// `dsn_file`.
     base_dir: String,
+    /// What `dsn_file` held when the config was loaded (`None`: it could
+    /// not be read then). Compared on reload, so a changed file restarts
+    /// the source; the source reads that database until the next reload.
+    loaded: Option<LoadedDsn>,
+}
+
+/// A `dsn_file`'s DSN as read at load.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct LoadedDsn {
+    /// The DSN as read, password included: a changed password restarts
+    /// (reconnects) the source on reload.
+    secret: Secret,
+    /// Its redacted form (scheme, user, host, port, database and
+    /// parameters): what the source reads.
+    redacted: String,
+}
+
+impl fmt::Debug for SqlSdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let dsn = self.dsn.as_ref().map(|s| match Dsn::parse(&s.0) {
+            Ok(dsn) => dsn.redacted().to_string(),
+            Err(_) => "(invalid)".to_string(),
+        });
+        f.debug_struct("SqlSdConfig")
+            .field("dsn", &dsn)
+            .field("dsn_file", &self.dsn_file)
+            .field("dsn_file_names", &self.loaded.as_ref().map(|l| &l.redacted))
+            .field("query", &self.query)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("query_timeout", &self.query_timeout)
+            .field("notify_channel", &self.notify_channel)
+            .field("base_dir", &self.base_dir)
+            .finish()
+    }
+}
+
+/// The trimmed content of `file`: a regular file, at most
+/// [`MAX_DSN_FILE`] bytes, UTF-8.
+fn read_dsn_file(file: &str) -> Result<String, SqlError> {
+    use std::io::Read;
+    let fail = |why: String| SqlError::new("dsn", format!("dsn_file {file}: {why}"));
+    let handle = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
+    let meta = handle.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".to_string()));
+    }
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_DSN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_DSN_FILE {
+        return Err(fail(format!("larger than {MAX_DSN_FILE} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".to_string()))?;
+    Ok(text.trim().to_string())
 }
 
 impl TryFrom<RawSqlSdConfig> for SqlSdConfig {
@@ -120,6 +183,7 @@ impl TryFrom<RawSqlSdConfig> for SqlSdConfig {
             query_timeout: raw.query_timeout.0,
             notify_channel: raw.notify_channel.map(|c| c.0),
             base_dir: String::new(),
+            loaded: None,
         })
     }
 }
@@ -138,11 +202,22 @@ fn check_notify(backend: Backend) -> Result<(), String> {
 impl SqlSdConfig {
     /// Resolves `dsn_file` and a relative `sqlite://` path against
     /// `base_dir`, the config file's directory (as Prometheus resolves
-    /// file paths).
+    /// file paths), and reads `dsn_file` (a blocking read of one small
+    /// file, as loading the config is): a reload sees what it names now.
     pub fn set_directory(&mut self, base_dir: &str) {
         self.base_dir = base_dir.to_string();
         if let Some(file) = &mut self.dsn_file {
             *file = gopath::join_dir(base_dir, file);
+        }
+        self.loaded = None;
+        if let Some(file) = &self.dsn_file {
+            self.loaded = read_dsn_file(file).ok().and_then(|text| {
+                let dsn = Dsn::parse(&text).ok()?.resolve(base_dir);
+                Some(LoadedDsn {
+                    redacted: dsn.redacted().to_string(),
+                    secret: Secret(text),
+                })
+            });
         }
         if let Some(secret) = &mut self.dsn {
             if let Ok(dsn) = Dsn::parse(&secret.0) {
@@ -155,23 +230,54 @@ impl SqlSdConfig {
 
     /// The DSN to connect with: `dsn`, or the trimmed content of
     /// `dsn_file` read now (so each reconnect sees rotated credentials).
-    /// Also refuses `notify_channel` for a non-PostgreSQL `dsn_file`.
+    /// A `dsn_file` that now names another database than when the config
+    /// was loaded is refused until a reload (which restarts the source
+    /// under that database's state key). Also refuses `notify_channel` for
+    /// a non-PostgreSQL `dsn_file`. Blocking: a file read.
     pub fn dsn(&self) -> Result<Dsn, SqlError> {
         let dsn = match (&self.dsn, &self.dsn_file) {
-            (Some(secret), _) => Dsn::parse(&secret.0)?,
+            (Some(secret), _) => Dsn::parse(&secret.0)?.resolve(&self.base_dir),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| SqlError::new("dsn", format!("dsn_file {file}: {e}")))?;
-                Dsn::parse(text.trim())
+                let text = read_dsn_file(file)?;
+                let dsn = Dsn::parse(&text)
                     .map_err(|e| SqlError::new("dsn", format!("dsn_file {file}: {e}")))?
+                    .resolve(&self.base_dir);
+                if let Some(loaded) = &self.loaded {
+                    if dsn.redacted() != loaded.redacted {
+                        return Err(SqlError::new(
+                            "dsn",
+                            format!(
+                                "dsn_file {file} now names {}, not {} as when the configuration was loaded: reload (SIGHUP or POST /-/reload) to switch",
+                                dsn.redacted(),
+                                loaded.redacted
+                            ),
+                        ));
+                    }
+                }
+                dsn
             }
             (None, None) => return Err(SqlError::new("dsn", "no dsn or dsn_file")),
         };
-        let dsn = dsn.resolve(&self.base_dir);
         if self.notify_channel.is_some() {
             check_notify(dsn.backend()).map_err(|e| SqlError::new("dsn", e))?;
         }
         Ok(dsn)
+    }
+
+    /// What is valid but likely not meant, for `check` and the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(channel) = &self.notify_channel {
+            if channel.bytes().any(|b| b.is_ascii_uppercase()) {
+                let quoted = channel.replace('"', "\"\"");
+                let literal = channel.replace('\'', "''");
+                out.push(format!(
+                    "notify_channel {channel:?} has upper-case letters: sdbridge LISTENs on it exactly (quoted), so only NOTIFY \"{quoted}\" or SELECT pg_notify('{literal}', '') reach it; an unquoted NOTIFY {channel} is folded to {:?} and does not",
+                    channel.to_ascii_lowercase()
+                ));
+            }
+        }
+        out
     }
 
     /// Short description for the status page and logs (no secrets).
@@ -181,7 +287,10 @@ impl SqlSdConfig {
                 Ok(dsn) => format!("sql_sd_configs {}", dsn.redacted()),
                 Err(_) => "sql_sd_configs (invalid dsn)".to_string(),
             },
-            (None, Some(file)) => format!("sql_sd_configs dsn_file={file}"),
+            (None, Some(file)) => match &self.loaded {
+                Some(loaded) => format!("sql_sd_configs dsn_file={file} ({})", loaded.redacted),
+                None => format!("sql_sd_configs dsn_file={file} (unreadable at load)"),
+            },
             (None, None) => "sql_sd_configs".to_string(),
         };
         if let Some(channel) = &self.notify_channel {
@@ -234,7 +343,7 @@ mod tests {
         assert_eq!(c.query_timeout.0, Duration::from_millis(500));
         assert_eq!(
             c.describe(),
-            "sql_sd_configs dsn_file=/etc/sdbridge/secrets/dsn notify_channel=inv"
+            "sql_sd_configs dsn_file=/etc/sdbridge/secrets/dsn (unreadable at load) notify_channel=inv"
         );
     }
 
@@ -252,9 +361,34 @@ mod tests {
         assert_eq!(c.dsn().unwrap().url(), "postgres://u:one@127.0.0.1/inv");
         std::fs::write(&file, "  postgres://u:two@127.0.0.1/inv  ").unwrap();
         assert_eq!(c.dsn().unwrap().url(), "postgres://u:two@127.0.0.1/inv");
+        // Another database: refused until a reload, naming both.
+        std::fs::write(&file, "postgres://u:three@127.0.0.1/other").unwrap();
+        let err = c.dsn().unwrap_err();
+        assert_eq!(err.kind, "dsn");
+        assert!(
+            err.message.contains(
+                "now names postgres://u:***@127.0.0.1/other, not postgres://u:***@127.0.0.1/inv"
+            ) && err.message.contains("reload"),
+            "{err}"
+        );
+        assert!(
+            !err.message.contains("three") && !err.message.contains("one"),
+            "{err}"
+        );
         std::fs::write(&file, "mysql://u:three@127.0.0.1/inv").unwrap();
         let err = c.dsn().unwrap_err();
         assert_eq!(err.kind, "dsn");
+        // Loaded while unreadable: whatever it names is read.
+        std::fs::remove_file(&file).unwrap();
+        let mut c = c;
+        c.set_directory(&dir.path().to_string_lossy());
+        assert!(
+            c.describe().contains("(unreadable at load)"),
+            "{}",
+            c.describe()
+        );
+        std::fs::write(&file, "mysql://u:three@127.0.0.1/inv").unwrap();
+        let err = c.dsn().unwrap_err();
         assert!(
             err.message.contains("notify_channel needs PostgreSQL"),
             "{err}"
@@ -264,6 +398,65 @@ mod tests {
         assert!(err.message.contains("expected a URL") && !err.message.contains("three"));
         std::fs::remove_file(&file).unwrap();
         assert!(c.dsn().unwrap_err().message.contains("dsn_file"));
+    }
+
+    /// Loads a one-job config whose sql_sd_configs entry reads `dsn_file`
+    /// holding `dsn`.
+    fn with_file(dir: &Path, dsn: &str) -> Vec<crate::source::SourceConfig> {
+        std::fs::write(dir.join("dsn"), dsn).unwrap();
+        let c = Config::parse(
+            "jobs:\n  - job_name: a\n    sql_sd_configs:\n      - {dsn_file: dsn, query: q}\n",
+            &dir.join("sdbridge.yml"),
+        )
+        .unwrap();
+        crate::source::sources_of(&c.jobs[0])
+    }
+
+    #[test]
+    fn a_changed_dsn_file_restarts_the_source_and_its_target_changes_the_state_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "postgres://u:s3cret-one@127.0.0.1:5432/inv";
+        let key = |s: &[crate::source::SourceConfig]| crate::state::job_key("a", s);
+        let names = crate::source::source_names;
+        let old = with_file(dir.path(), base);
+        assert!(old[0]
+            .describe()
+            .ends_with("(postgres://u:***@127.0.0.1:5432/inv)"));
+        let again = with_file(dir.path(), &format!("{base}\n"));
+        assert!(old[0].same(&*again[0]), "an unchanged DSN keeps the source");
+        assert_eq!(key(&old), key(&again));
+        // A new password: reconnect (restart), same state key and name.
+        let password = with_file(dir.path(), "postgres://u:s3cret-two@127.0.0.1:5432/inv");
+        assert!(!old[0].same(&*password[0]));
+        assert_eq!(key(&old), key(&password));
+        assert_eq!(names(&old), names(&password));
+        for other in [
+            "mysql://u:s3cret-one@127.0.0.1:5432/inv",
+            "postgres://v:s3cret-one@127.0.0.1:5432/inv",
+            "postgres://u:s3cret-one@127.0.0.2:5432/inv",
+            "postgres://u:s3cret-one@127.0.0.1:5433/inv",
+            "postgres://u:s3cret-one@127.0.0.1:5432/other",
+        ] {
+            let new = with_file(dir.path(), other);
+            assert!(!old[0].same(&*new[0]), "{other}");
+            assert_ne!(key(&old), key(&new), "{other}");
+            assert!(!format!("{:?}{}", new[0], new[0].describe()).contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn source_names_differ_with_the_dsn() {
+        let c = Config::parse(
+            "jobs:\n  - job_name: a\n    sql_sd_configs:\n      - {dsn: 'mysql://u:pw@127.0.0.1/a', query: q}\n      - {dsn: 'mysql://u:pw@127.0.0.1/b', query: q}\n      - {dsn: 'postgres://u:pw@127.0.0.1/a', query: q}\n      - {dsn: 'sqlite:///srv/a.db', query: q}\n      - {dsn: 'mysql://u:other@127.0.0.1/a', query: q}\n",
+            Path::new("/etc/sdbridge/sdbridge.yml"),
+        )
+        .unwrap();
+        let names = crate::source::source_names(&crate::source::sources_of(&c.jobs[0]));
+        let distinct: std::collections::BTreeSet<_> = names[..4].iter().collect();
+        assert_eq!(distinct.len(), 4, "{names:?}");
+        // The password is not in the name: the same DSN otherwise is a
+        // second entry of the same name.
+        assert_eq!(names[4], format!("{}.1", names[0]));
     }
 
     #[test]

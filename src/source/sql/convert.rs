@@ -172,13 +172,22 @@ fn bad_value(column: &str, why: impl std::fmt::Display) -> SqlError {
 
 /// A MySQL/MariaDB value (binary protocol) as label text.
 pub fn mysql_value(column: &str, value: MySqlValueRef<'_>) -> Result<Option<String>, SqlError> {
-    if value.is_null() {
-        return Ok(None);
-    }
     let ty = value.type_info().into_owned();
     let name = ty.name();
     let bytes =
         || <&[u8] as Decode<MySql>>::decode(value.clone()).map_err(|e| bad_value(column, e));
+    if let "DATE" | "DATETIME" | "TIMESTAMP" = name {
+        // sqlx calls a zero date NULL; its bytes (a zero length) are there.
+        let Ok(raw) = <&[u8] as Decode<MySql>>::decode(value.clone()) else {
+            return Ok(None);
+        };
+        return mysql_datetime(raw, name == "DATE")
+            .map(Some)
+            .ok_or_else(|| bad_value(column, format!("bad {name}")));
+    }
+    if value.is_null() {
+        return Ok(None);
+    }
     let text = match name {
         "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR"
         | "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
@@ -195,8 +204,6 @@ pub fn mysql_value(column: &str, value: MySqlValueRef<'_>) -> Result<Option<Stri
         | "ENUM" | "SET" => std::str::from_utf8(bytes()?)
             .map_err(|_| bad_value(column, "not UTF-8"))?
             .to_string(),
-        "DATE" | "DATETIME" | "TIMESTAMP" => mysql_datetime(bytes()?, name == "DATE")
-            .ok_or_else(|| bad_value(column, format!("bad {name}")))?,
         "TIME" => {
             let t = <MySqlTime as Decode<MySql>>::decode(value.clone())
                 .map_err(|e| bad_value(column, e))?;
@@ -223,13 +230,17 @@ pub fn mysql_value(column: &str, value: MySqlValueRef<'_>) -> Result<Option<Stri
                 .fold(0u64, |n, b| (n << 8) | u64::from(*b))
                 .to_string()
         }
+        // Binary only in the `binary` character set (63): text in a `_bin`
+        // collation carries the BINARY flag too (the patched driver, see
+        // vendor/sqlx-mysql, and later sqlx releases tell them apart).
         "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            return Err(SqlError::new(
-                "column",
-                format!(
-                    "column {column:?} is binary (or has a _bin collation, which the protocol flags the same way, as it does MariaDB's JSON): cast it to text in SQL, e.g. CAST({column} AS CHAR)"
-                ),
-            ))
+            if !<&str as Type<MySql>>::compatible(&ty) {
+                return Err(SqlError::new(
+                    "column",
+                    format!("column {column:?} is binary: cast it to text in SQL, e.g. CAST({column} AS CHAR)"),
+                ));
+            }
+            utf8(column, bytes()?)?
         }
         "JSON" => return Err(json(column)),
         "NULL" => return Ok(None),

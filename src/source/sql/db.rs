@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
-use sqlx::{Column, Connection, Executor, Row, Statement};
+use sqlx::{Column, ConnectOptions, Connection, Executor, Row, Statement};
 
 use super::convert::{self, Grouper};
 use super::dsn::{Backend, Dsn};
@@ -360,10 +360,20 @@ where
     Ok(grouper.finish())
 }
 
+/// sqlx logs every statement, and at WARN every one over 1 s with its
+/// SQL: at each round of a slow inventory query. Both at debug; the
+/// source's own log says when something starts and stops going wrong,
+/// and `sdbridge_source_refresh_duration_seconds` how long queries take.
+fn quiet<O: ConnectOptions>(options: O) -> O {
+    options
+        .log_statements(log::LevelFilter::Debug)
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
+}
+
 fn mysql_options(dsn: &Dsn) -> Result<MySqlConnectOptions, sqlx::Error> {
     // Keep the server's sql_mode (sqlx would add PIPES_AS_CONCAT, which
     // changes what `||` means in the operator's query).
-    Ok(MySqlConnectOptions::from_str(dsn.url())?
+    Ok(quiet(MySqlConnectOptions::from_str(dsn.url())?)
         .pipes_as_concat(false)
         .no_engine_substitution(false)
         .timezone(Some("+00:00".to_string())))
@@ -402,8 +412,8 @@ async fn connect_mysql(dsn: &Dsn, query_timeout: Duration) -> Result<Conn, sqlx:
 }
 
 fn pg_options(dsn: &Dsn) -> Result<PgConnectOptions, sqlx::Error> {
-    let options =
-        PgConnectOptions::from_str(dsn.url())?.options([("default_transaction_read_only", "on")]);
+    let options = quiet(PgConnectOptions::from_str(dsn.url())?)
+        .options([("default_transaction_read_only", "on")]);
     Ok(match options.get_application_name() {
         Some(_) => options,
         None => options.application_name("sdbridge"),
@@ -422,7 +432,7 @@ async fn connect_pg(dsn: &Dsn) -> Result<Conn, sqlx::Error> {
 }
 
 fn sqlite_options(dsn: &Dsn, query_timeout: Duration) -> Result<SqliteConnectOptions, sqlx::Error> {
-    Ok(SqliteConnectOptions::from_str(dsn.url())?
+    Ok(quiet(SqliteConnectOptions::from_str(dsn.url())?)
         .read_only(true)
         .create_if_missing(false)
         .busy_timeout(query_timeout)

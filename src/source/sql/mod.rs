@@ -28,27 +28,35 @@
 //! |---|---|---|---|---|
 //! | integer | `TINYINT` (also `TINYINT(1)`/`BOOLEAN`) … `BIGINT [UNSIGNED]`, `YEAR`, `BIT` (as an unsigned integer) | `int2`, `int4`, `int8`, `oid` | `INTEGER` | decimal: `1`, `-5` |
 //! | decimal | `DECIMAL` | `numeric` | — | as the server gives it: `1.50`; `NaN`, `Infinity` |
-//! | float | `FLOAT`, `DOUBLE` | `real`, `float8` | `REAL` | the shortest decimal that reads back as the same `f32`/`f64`, never an exponent: `1`, `0.1`, `1.1` for a `FLOAT` 1.1; `NaN`, `+Inf`, `-Inf` |
+//! | float | `FLOAT`, `DOUBLE` | `real`, `float8` | `REAL` | ECMAScript's `Number::toString`: the shortest digits that read back as the same `f64` (a `FLOAT`/`real`: the same `f32`), an exponent from 1e21 and below 1e-6: `1`, `0.1`, `1.1` for a `FLOAT` 1.1, `1e+38`, `1e-7`, `-0` is `0`; `NaN`, `+Inf`, `-Inf` |
 //! | boolean | (integers, above) | `boolean` | — | `true`, `false` |
 //! | date | `DATE` | `date` | — | `2026-12-02`; PostgreSQL's `infinity`, `-infinity` |
 //! | timestamp | `DATETIME`, `TIMESTAMP` | `timestamp`, `timestamptz` | — | UTC, RFC 3339, fraction without trailing zeros: `2026-12-02T10:00:00Z`, `…:00.5Z` |
 //! | time of day | `TIME` | `time` | — | `10:00:00`, `-838:59:59`, `10:00:00.25` |
-//! | text | `CHAR`, `VARCHAR`, `*TEXT`, `ENUM`, `SET` | `text`, `varchar`, `char(n)`, `name`, `"char"`, enums | `TEXT` | as stored (UTF-8) |
-//! | uuid | — | `uuid` | — | `0e4f…-…` lower-case, hyphenated |
+//! | text | `CHAR`, `VARCHAR`, `*TEXT`, `ENUM`, `SET`, in any collation (`_bin` too) | `text`, `varchar`, `char(n)`, `name`, `"char"`, enums | `TEXT` | as stored (UTF-8) |
+//! | uuid | `UUID` (MariaDB, as its text) | `uuid` | — | `0e4f…-…` lower-case, hyphenated |
 //!
 //! Time zones: MySQL sessions run with `time_zone = '+00:00'`, so a
 //! `TIMESTAMP` comes out in UTC and a `DATETIME` is taken as UTC;
 //! PostgreSQL's `timestamptz` is UTC on the wire and a `timestamp` is
 //! taken as UTC. Dates outside years 0000–9999 are an error (RFC 3339
-//! has four-digit years). MySQL's zero dates (`0000-00-00`) read as NULL.
+//! has four-digit years). MySQL's zero dates, and dates with a zero month
+//! or day (a permissive `sql_mode` stores them), name no day and so no
+//! instant: they are served as MariaDB shows them, `0000-00-00`,
+//! `0000-00-00 00:00:00`, `2026-12-00 10:00:00` (sqlx reads them as
+//! NULL; only a real NULL leaves the label out).
 //! SQLite goes by each value's storage class, not the declared type.
 //!
 //! Refused, with an error naming the column (cast it to text in SQL):
 //! binary (`BINARY`, `VARBINARY`, `*BLOB`, `bytea`, a SQLite BLOB value)
-//! and JSON (MySQL `JSON`, `json`, `jsonb`). The MySQL protocol flags a
-//! `_bin` collation (and MariaDB's `JSON`, a `LONGTEXT` with `utf8mb4_bin`)
-//! like binary data and the driver does not pass the collation on, so such
-//! columns are refused too: `CAST(col AS CHAR)` serves them. Every other
+//! and JSON (MySQL `JSON`, `json`, `jsonb`). On MySQL/MariaDB binary means
+//! the `binary` character set (63): the protocol also sets the BINARY flag
+//! on text in a `_bin` collation, on expressions over it (`CONCAT`,
+//! `LOWER`) and on MariaDB's `UUID` and `INET6`, which carry a text
+//! character set and are text (sqlx 0.8 goes by the flag; the copy in
+//! `vendor/sqlx-mysql` goes by the character set, as later sqlx does).
+//! MariaDB's `JSON` is a `LONGTEXT` in `utf8mb4_bin` on the wire, so it is
+//! served as its text. Every other
 //! type (`interval`, `inet`, `timetz`, arrays, ranges, `money`, `xml`,
 //! `GEOMETRY`, extension types) is refused naming its type rather than
 //! guessed at.

@@ -31,7 +31,10 @@ pub(super) fn fraction(micros: u32) -> String {
 }
 
 /// A MySQL binary DATE/DATETIME/TIMESTAMP (`len, year u16, month, day,
-/// [hour, minute, second, [micros u32]]`), the latter taken as UTC.
+/// [hour, minute, second, [micros u32]]`), the latter taken as UTC. A zero
+/// date (`len` 0) or one with a zero month or day (which a permissive
+/// `sql_mode` stores) names no day, so no instant: it is written as
+/// MariaDB shows it, `0000-00-00` or `0000-00-00 00:00:00`.
 pub(super) fn mysql_datetime(bytes: &[u8], date_only: bool) -> Option<String> {
     let (&len, rest) = bytes.split_first()?;
     let rest = rest.get(..usize::from(len))?;
@@ -45,13 +48,17 @@ pub(super) fn mysql_datetime(bytes: &[u8], date_only: bool) -> Option<String> {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
         _ => 0,
     };
-    Some(format!(
-        "{date}T{:02}:{:02}:{:02}{}Z",
+    let time = format!(
+        "{:02}:{:02}:{:02}{}",
         field(4),
         field(5),
         field(6),
         fraction(micros)
-    ))
+    );
+    if field(2) == 0 || field(3) == 0 {
+        return Some(format!("{date} {time}"));
+    }
+    Some(format!("{date}T{time}Z"))
 }
 
 /// A little-endian integer of 1, 2, 4 or 8 bytes in decimal.
@@ -77,26 +84,29 @@ pub(super) fn le_f64(bytes: &[u8]) -> Option<f64> {
     }
 }
 
-/// The shortest decimal that reads back as the same `f64`, never in
-/// exponent form (`1.0` is `1`); NaN and infinities as Prometheus writes
-/// them.
+/// ECMAScript's `Number::toString` of `v`: the shortest digits that read
+/// back as the same `f64`, plain from 1e-6 up to 1e21 (`123.456`,
+/// `0.000001`), exponent form outside (`1e+21`, `1e-7`,
+/// `1.7976931348623157e+308`); `-0` is `0`. NaN and infinities as
+/// Prometheus writes them.
 pub(super) fn float64(v: f64) -> String {
     match v {
         v if v.is_nan() => "NaN".to_string(),
         f64::INFINITY => "+Inf".to_string(),
         f64::NEG_INFINITY => "-Inf".to_string(),
-        v => format!("{v}"),
+        v => ryu_js::Buffer::new().format_finite(v).to_string(),
     }
 }
 
-/// Like [`float64`], shortest for the `f32` (a `REAL` `1.1` is `1.1`, not
-/// its `f64` widening).
+/// Like [`float64`] with the shortest digits for the `f32` (a `REAL`
+/// `1.1` is `1.1`, as the servers print it, not its `f64` widening
+/// `1.100000023841858`), in the same layout.
 pub(super) fn float32(v: f32) -> String {
     match v {
         v if v.is_nan() => "NaN".to_string(),
         f32::INFINITY => "+Inf".to_string(),
         f32::NEG_INFINITY => "-Inf".to_string(),
-        v => format!("{v}"),
+        v => ryu_js::Buffer::new().format_finite(v).to_string(),
     }
 }
 
@@ -164,12 +174,6 @@ mod tests {
 
     #[test]
     fn numbers_and_dates_format_alike_everywhere() {
-        assert_eq!(float64(1.0), "1");
-        assert_eq!(float64(0.1), "0.1");
-        assert_eq!(float64(-2.5e-7), "-0.00000025");
-        assert_eq!(float64(f64::NAN), "NaN");
-        assert_eq!(float64(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(float32(1.1), "1.1");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(PG_EPOCH_DAYS), (2000, 1, 1));
         assert_eq!(civil_from_days(20_788), (2026, 12, 1));
@@ -191,6 +195,98 @@ mod tests {
             mysql_datetime(&[4, 0xea, 0x07, 12, 2], false).unwrap(),
             "2026-12-02T00:00:00Z"
         );
+        assert_eq!(mysql_datetime(&[0], true).unwrap(), "0000-00-00");
+        assert_eq!(mysql_datetime(&[0], false).unwrap(), "0000-00-00 00:00:00");
+        assert_eq!(
+            mysql_datetime(&[7, 0xea, 0x07, 0, 0, 10, 0, 0], false).unwrap(),
+            "2026-00-00 10:00:00"
+        );
+    }
+
+    /// ECMAScript's Number::toString, as `String(x)` prints them.
+    const ES_FLOATS: [(f64, &str); 22] = [
+        (1.0, "1"),
+        (0.1, "0.1"),
+        (123.456, "123.456"),
+        (-0.0, "0"),
+        (0.0, "0"),
+        (-1.5, "-1.5"),
+        (1e20, "100000000000000000000"),
+        (123456789012345680000.0, "123456789012345680000"),
+        (1e21, "1e+21"),
+        (1.5e21, "1.5e+21"),
+        (1e38, "1e+38"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (0.000001, "0.000001"),
+        (0.0000015, "0.0000015"),
+        (1e-7, "1e-7"),
+        (-2.5e-7, "-2.5e-7"),
+        (5e-324, "5e-324"),
+        (2.2250738585072014e-308, "2.2250738585072014e-308"),
+        (9007199254740993.0, "9007199254740992"),
+        (0.30000000000000004, "0.30000000000000004"),
+        (f64::MAX, "1.7976931348623157e+308"),
+        (f64::MIN, "-1.7976931348623157e+308"),
+    ];
+
+    #[test]
+    fn floats_are_ecmascript_number_to_string() {
+        for (v, want) in ES_FLOATS {
+            assert_eq!(float64(v), want, "{v:e}");
+        }
+        assert_eq!(float64(f64::NAN), "NaN");
+        assert_eq!(float64(f64::INFINITY), "+Inf");
+        assert_eq!(float64(f64::NEG_INFINITY), "-Inf");
+        // f32: its own shortest digits, in the same layout.
+        for (v, want) in [
+            (1.1f32, "1.1"),
+            (0.1, "0.1"),
+            (-0.0, "0"),
+            (1e38, "1e+38"),
+            (f32::MAX, "3.4028235e+38"),
+            (1e-7, "1e-7"),
+            (16777216.0, "16777216"),
+            (1e-45, "1e-45"),
+        ] {
+            assert_eq!(float32(v), want, "{v:e}");
+        }
+        assert_eq!(float32(f32::NAN), "NaN");
+        assert_eq!(float32(f32::NEG_INFINITY), "-Inf");
+    }
+
+    proptest::proptest! {
+        /// Every finite f64 reads back as itself, in ES's layout: an
+        /// exponent exactly outside [1e-6, 1e21), shortest digits.
+        #[test]
+        fn f64_text_round_trips(bits in proptest::num::u64::ANY) {
+            let v = f64::from_bits(bits);
+            proptest::prop_assume!(v.is_finite());
+            let text = float64(v);
+            let back: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(back, v + 0.0, "{}", text);
+            let magnitude = v.abs();
+            let exponent = text.contains('e');
+            proptest::prop_assert_eq!(exponent, magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude), "{}", text);
+            proptest::prop_assert!(!text.contains(".e") && !text.ends_with('.'), "{}", text);
+            // Shortest: as many digits as Rust's `{:e}`, which gives the
+            // shortest round-trip digits (a tie may round the other way).
+            let digits = |s: &str| s.split(['e', 'E']).next().unwrap_or("").chars().filter(char::is_ascii_digit).collect::<String>().trim_start_matches('0').trim_end_matches('0').to_string();
+            proptest::prop_assert_eq!(digits(&text).len(), digits(&format!("{v:e}")).len(), "{}", text);
+        }
+
+        #[test]
+        fn f32_text_round_trips(bits in proptest::num::u32::ANY) {
+            let v = f32::from_bits(bits);
+            proptest::prop_assume!(v.is_finite());
+            let text = float32(v);
+            let back: f32 = text.parse().unwrap();
+            proptest::prop_assert_eq!(back, v + 0.0, "{}", text);
+            let magnitude = v.abs();
+            let exponent = text.contains('e');
+            proptest::prop_assert_eq!(exponent, magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude), "{}", text);
+            let digits = |s: &str| s.split(['e', 'E']).next().unwrap_or("").chars().filter(char::is_ascii_digit).collect::<String>().trim_start_matches('0').trim_end_matches('0').to_string();
+            proptest::prop_assert_eq!(digits(&text).len(), digits(&format!("{v:e}")).len(), "{}", text);
+        }
     }
 
     #[test]
