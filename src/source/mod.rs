@@ -51,6 +51,12 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Human description for the status page and logs (no secrets).
     fn describe(&self) -> String;
+    /// What selects the data this source reads, printed: the fields whose
+    /// change could change the targets (server or DSN target, files,
+    /// query, services, filters, ...), and no tuning field (intervals,
+    /// timeouts, limits) and no credential. `state_dir` serves a persisted
+    /// body only to a job whose sources select the same data.
+    fn selects(&self) -> String;
     /// Runs until `ctx.shutdown` is cancelled or the merger is gone. A
     /// return before that counts as a failure and the source is restarted.
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture;

@@ -20,6 +20,10 @@ impl Source for StaticSource {
         format!("static_configs ({} groups)", self.0.len())
     }
 
+    fn selects(&self) -> String {
+        format!("{:?}", self.0)
+    }
+
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run(self.0.clone(), ctx.out, ctx.shutdown))
     }

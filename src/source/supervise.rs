@@ -97,6 +97,9 @@ mod tests {
         fn describe(&self) -> String {
             "flaky".into()
         }
+        fn selects(&self) -> String {
+            String::new()
+        }
         fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
             Box::pin(async move {
                 let run = self.runs.fetch_add(1, Ordering::SeqCst);

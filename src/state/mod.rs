@@ -37,7 +37,7 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 pub fn job_key(job: &str, sources: &[SourceConfig]) -> String {
     let mut text = format!("{job:?}\n");
     for s in sources {
-        text.push_str(&format!("{}\0{s:?}\0{}\n", s.kind(), s.describe()));
+        text.push_str(&format!("{}\0{}\n", s.kind(), s.selects()));
     }
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
@@ -221,6 +221,51 @@ mod tests {
             key(base),
             key(&base.replace("u:pw@", "u:other@")),
             "a rotated password reads the same data"
+        );
+    }
+
+    /// Regression: a reload that changed only a tuning field changed the
+    /// key, so a crash right after it served 503 where `state_dir` had the
+    /// job's last good body.
+    #[test]
+    fn tuning_fields_and_credentials_leave_the_key_alone() {
+        let job = |block: &str| format!("jobs:\n  - job_name: j\n{block}");
+        for (kind, plain, tuned) in [
+            (
+                "file_sd",
+                "    file_sd_configs: [{files: [a.json]}]\n",
+                "    file_sd_configs: [{files: [a.json], refresh_interval: 1h}]\n",
+            ),
+            (
+                "sql_sd",
+                "    sql_sd_configs: [{dsn: 'mysql://u:pw@127.0.0.1/inv', query: 'SELECT 1'}]\n",
+                "    sql_sd_configs: [{dsn: 'mysql://u:pw@127.0.0.1/inv', query: 'SELECT 1', refresh_interval: 5m, query_timeout: 3s}]\n",
+            ),
+            (
+                "http_sd",
+                "    http_sd_configs: [{url: 'http://127.0.0.1:1/sd'}]\n",
+                "    http_sd_configs: [{url: 'http://127.0.0.1:1/sd', refresh_interval: 5m, follow_redirects: false, basic_auth: {username: a, password: b}}]\n",
+            ),
+            (
+                "consul_sd",
+                "    consul_sd_configs: [{server: '127.0.0.1:8500', services: [a]}]\n",
+                "    consul_sd_configs: [{server: '127.0.0.1:8500', services: [a], refresh_interval: 1m, allow_stale: false, token: t, max_connections: 8}]\n",
+            ),
+        ] {
+            assert_eq!(key(&job(plain)), key(&job(tuned)), "{kind}: {tuned}");
+        }
+        // What selects the data still changes it.
+        assert_ne!(
+            key(&job("    consul_sd_configs: [{server: '127.0.0.1:8500', services: [a]}]\n")),
+            key(&job("    consul_sd_configs: [{server: '127.0.0.1:8500', services: [a], datacenter: dc2}]\n"))
+        );
+        assert_ne!(
+            key(&job(
+                "    http_sd_configs: [{url: 'http://127.0.0.1:1/sd'}]\n"
+            )),
+            key(&job(
+                "    http_sd_configs: [{url: 'http://127.0.0.1:1/sd2'}]\n"
+            ))
         );
     }
 

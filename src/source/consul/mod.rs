@@ -243,6 +243,26 @@ impl Source for ConsulSdConfig {
         ConsulSdConfig::describe(self)
     }
 
+    fn selects(&self) -> String {
+        let c = self;
+        format!(
+            "{}://{}{} dc={:?} ns={:?} partition={:?} services={:?} tags={:?} node_meta={:?} filter={:?} health_filter={:?} tag_separator={:?} vm_tag_labels={}",
+            c.scheme.as_str(),
+            c.server,
+            c.path_prefix,
+            c.datacenter,
+            c.namespace,
+            c.partition,
+            c.services,
+            c.tags,
+            c.node_meta,
+            c.filter,
+            c.health_filter,
+            c.tag_separator,
+            c.vm_tag_labels,
+        )
+    }
+
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
     }

@@ -56,6 +56,10 @@ impl Source for FileSdConfig {
         "file_sd"
     }
 
+    fn selects(&self) -> String {
+        format!("files={:?}", self.files)
+    }
+
     fn describe(&self) -> String {
         format!("file_sd_configs {}", self.files.join(", "))
     }

@@ -55,6 +55,11 @@ impl Source for HttpSdConfig {
         format!("http_sd_configs {}", self.url)
     }
 
+    fn selects(&self) -> String {
+        // `url` as shown: user information redacted.
+        format!("url={:?}", self.url)
+    }
+
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(async move {
             let mut upstream = Upstream::new(self.clone(), ctx.out.clone());

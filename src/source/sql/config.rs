@@ -280,6 +280,21 @@ impl SqlSdConfig {
         out
     }
 
+    /// What selects the rows read ([`crate::source::Source::selects`]):
+    /// the DSN's target, redacted (scheme, user, host, port, database and
+    /// parameters), whether inline or in `dsn_file`, and the query.
+    pub fn selects(&self) -> String {
+        let target = match (&self.dsn, &self.loaded) {
+            (Some(secret), _) => match Dsn::parse(&secret.0) {
+                Ok(dsn) => dsn.redacted().to_string(),
+                Err(_) => "(invalid dsn)".to_string(),
+            },
+            (None, Some(loaded)) => loaded.redacted.clone(),
+            (None, None) => format!("dsn_file={:?}", self.dsn_file),
+        };
+        format!("dsn={target:?} query={:?}", self.query)
+    }
+
     /// Short description for the status page and logs (no secrets).
     pub fn describe(&self) -> String {
         let mut s = match (&self.dsn, &self.dsn_file) {

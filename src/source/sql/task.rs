@@ -27,6 +27,10 @@ impl Source for SqlSdConfig {
         SqlSdConfig::describe(self)
     }
 
+    fn selects(&self) -> String {
+        SqlSdConfig::selects(self)
+    }
+
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run(self, ctx))
     }
