@@ -96,14 +96,31 @@ impl Document {
         self.deserialize_part(&[])
     }
 
+    /// The whole document as a `T` whose maps stand for Prometheus's
+    /// config structs (a scrape config read as a tree, as `migrate`
+    /// does): yaml.v2 lets an explicit key replace one a merge key (`<<`)
+    /// brought into a struct, while in a map that is an error.
+    pub fn deserialize_as_structs<T: DeserializeOwned>(&self) -> Result<T, YamlError> {
+        let mut budget = de::Budget::default();
+        budget.maps_as_structs = true;
+        self.deserialize_with(&[], &budget)
+    }
+
     /// The part of the document that `steps` keep, as a `T`; errors name
     /// the same paths and positions as for the whole document.
     pub fn deserialize_part<T: DeserializeOwned>(&self, steps: &[Step]) -> Result<T, YamlError> {
-        let budget = de::Budget::default();
+        self.deserialize_with(steps, &de::Budget::default())
+    }
+
+    fn deserialize_with<T: DeserializeOwned>(
+        &self,
+        steps: &[Step],
+        budget: &de::Budget,
+    ) -> Result<T, YamlError> {
         let de = de::De {
             node: &self.root,
             path: de::Path::Root,
-            budget: &budget,
+            budget,
             in_alias: false,
             steps,
             earlier: &[],

@@ -72,7 +72,7 @@ fn compare(
     let (ok, _, stderr) = migrate(dir, args("http://127.0.0.1:1"));
     assert!(ok, "{stderr}");
     // `web` (auth) goes into the bridge's config, which the second run
-    // then replaces (with --force): the running bridge keeps it.
+    // then replaces: the running bridge keeps it.
     if !web.is_empty() {
         let generated = read(dir, "out/sdbridge.yml");
         dir.write("out/sdbridge.yml", &format!("{generated}{web}"));
@@ -83,10 +83,10 @@ fn compare(
     if !web.is_empty() {
         assert_eq!(bridge.get("/http_sd/node").status, 401, "auth in force");
     }
+    // The first run's outputs differ from this one's (another URL, and
+    // maybe `web`): replacing them takes --force.
     let mut second = args(&format!("http://{}", bridge.addr));
-    if !web.is_empty() {
-        second.push("--force".into());
-    }
+    second.push("--force".into());
     let (ok, report, stderr) = migrate(dir, second);
     assert!(ok, "{stderr}");
     let before = start(Path::new(input), &dir.path("data-before"));

@@ -119,8 +119,17 @@ fn http_sd_value(client: &Client, job: &str) -> Value {
     Value::Sequence(vec![Value::Mapping(m)])
 }
 
+/// What a job name keeps unencoded in its URL: RFC 3986's unreserved
+/// characters (section 2.3: ALPHA, DIGIT, `-`, `.`, `_`, `~`), which
+/// must not be percent-encoded.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn job_url(base: &str, job: &str) -> String {
-    let segment = percent_encoding::utf8_percent_encode(job, percent_encoding::NON_ALPHANUMERIC);
+    let segment = percent_encoding::utf8_percent_encode(job, UNRESERVED);
     format!("{}/http_sd/{segment}", base.trim_end_matches('/'))
 }
 
@@ -163,7 +172,10 @@ fn http_sd_text(value: &Value, key: &Key, eol: &str) -> Vec<String> {
 /// Plans the migration of `text` (the input, in `rebase.from`) to
 /// `rebase.to`.
 pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Result<Plan, String> {
-    let tree: Value = crate::yaml::from_str(text)
+    // Read as Prometheus reads it: a job that overrides a key it merged
+    // (`<<: *base` then `job_name: x`) is valid there.
+    let tree: Value = crate::yaml::Document::parse(text.as_bytes())
+        .and_then(|doc| doc.deserialize_as_structs())
         .map_err(|e| format!("{}:{}:{}: {}", input.display(), e.line, e.column, e.message))?;
     let sdbridge_path = Path::new(&rebase.to).join("sdbridge.yml");
     let eol = if text.contains("\r\n") { "\r" } else { "" };
@@ -253,6 +265,15 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             .iter()
             .filter(|k| MOVABLE.contains(&k.name.as_str()))
             .collect();
+        if let Some(placeholder) = moved_keys
+            .iter()
+            .find_map(|k| env_placeholder(job.get(&k.name)))
+        {
+            outcomes.push(left(&format!(
+                "its blocks use vmagent's environment placeholder {placeholder}, which sdbridge does not expand: move it by hand with the value written out"
+            )));
+            continue;
+        }
         if moved_keys
             .iter()
             .any(|k| (k.start..k.end).any(|l| has_anchor(lines[l])))
@@ -343,7 +364,9 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
     }
     let scrape_config = out.join("\n");
 
-    let reparsed: Value = crate::yaml::from_str(&scrape_config).map_err(|e| {
+    let reparsed: Value = crate::yaml::Document::parse(scrape_config.as_bytes())
+        .and_then(|doc| doc.deserialize_as_structs())
+        .map_err(|e| {
         format!("internal error: the migrated config would not parse (its line {}, column {}: {}); nothing written; please report this with the input", e.line, e.column, e.message)
     })?;
     if reparsed != expected {
@@ -371,6 +394,31 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
 
 /// Whether `line` defines an anchor (`&name` where a node may start);
 /// quoted text that looks like one errs on the safe side.
+/// The first vmagent `%{NAME}` placeholder in `value`'s strings (keys
+/// included): vmagent expands them from the environment, sdbridge would
+/// take them literally (a path matching nothing, a target named
+/// `%{HOST}:9100`).
+fn env_placeholder(value: Option<&Value>) -> Option<String> {
+    fn find(text: &str) -> Option<String> {
+        let start = text.find("%{")?;
+        let end = text[start..].find('}')? + start;
+        let name = &text[start + 2..end];
+        (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .then(|| text[start..=end].to_string())
+    }
+    match value? {
+        Value::String(s) => find(s),
+        Value::Sequence(items) => items.iter().find_map(|v| env_placeholder(Some(v))),
+        Value::Mapping(m) => m.iter().find_map(|(k, v)| {
+            k.as_str()
+                .and_then(find)
+                .or_else(|| env_placeholder(Some(v)))
+        }),
+        Value::Tagged(t) => env_placeholder(Some(&t.value)),
+        _ => None,
+    }
+}
+
 fn has_anchor(line: &str) -> bool {
     let code = locate::before_comment(line).as_bytes();
     code.iter().enumerate().any(|(i, &b)| {

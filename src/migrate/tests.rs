@@ -152,3 +152,64 @@ fn alerting_file_sd_and_scrape_config_files_paths_are_rebased() {
     );
     assert!(p.scrape_config.contains("static_configs: [{targets: [y]}]"));
 }
+
+/// Regression: a job that overrides a key it merged (valid for
+/// Prometheus, whose structs let it) aborted the whole run with "key
+/// already set in map".
+#[test]
+fn a_merged_job_that_overrides_a_key_is_left_and_the_others_move() {
+    let p = run("scrape_configs:\n  - &base\n    job_name: base\n    static_configs: [{targets: ['127.0.0.9:19909']}]\n  - <<: *base\n    job_name: merged\n  - job_name: plain\n    static_configs: [{targets: ['127.0.0.9:19910']}]\n");
+    let left: Vec<&str> = p
+        .outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Left { job, .. } => Some(job.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(left.contains(&"merged"), "{:?}", p.outcomes);
+    assert!(
+        p.scrape_config.contains("http_sd/plain"),
+        "{}",
+        p.scrape_config
+    );
+}
+
+/// Regression: vmagent's `%{ENV}` placeholders were copied verbatim into
+/// sdbridge.yml, where they match nothing or are served literally.
+#[test]
+fn vmagent_environment_placeholders_leave_the_job_in_place() {
+    for block in [
+        "file_sd_configs: [{files: ['%{SD_DIR}/node/*.json']}]",
+        "static_configs: [{targets: ['%{HOST}:9100']}]",
+        "static_configs: [{targets: ['127.0.0.1:9100'], labels: {dc: '%{DC}'}}]",
+    ] {
+        let p = run(&format!(
+            "scrape_configs:\n  - job_name: env\n    {block}\n  - job_name: ok\n    static_configs: [{{targets: ['127.0.0.1:9101']}}]\n"
+        ));
+        assert!(
+            matches!(&p.outcomes[0], Outcome::Left { reason, .. } if reason.contains("%{")),
+            "{block}: {:?}",
+            p.outcomes
+        );
+        assert!(!p.sdbridge.contains("%{"), "{}", p.sdbridge);
+        assert!(p.scrape_config.contains("http_sd/ok"));
+    }
+}
+
+/// Regression: unreserved characters were percent-encoded in job URLs
+/// (`uses_alias` became `uses%5Falias`), which RFC 3986 says not to do.
+#[test]
+fn job_urls_keep_unreserved_characters() {
+    let p = run("scrape_configs:\n  - job_name: a.b-c~d_e\n    static_configs: [{targets: ['127.0.0.1:9100']}]\n  - job_name: 'x y/서'\n    static_configs: [{targets: ['127.0.0.1:9101']}]\n");
+    assert!(
+        p.scrape_config.contains("/http_sd/a.b-c~d_e\n"),
+        "{}",
+        p.scrape_config
+    );
+    assert!(
+        p.scrape_config.contains("/http_sd/x%20y%2F%EC%84%9C"),
+        "{}",
+        p.scrape_config
+    );
+}

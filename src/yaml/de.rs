@@ -64,6 +64,9 @@ impl fmt::Display for Path<'_> {
 pub(crate) struct Budget {
     decoded: Cell<usize>,
     aliased: Cell<usize>,
+    /// Every mapping read as a yaml.v2 struct reads it (an explicit key
+    /// replaces a merged one), not as a map does (an error).
+    pub maps_as_structs: bool,
 }
 
 impl Budget {
@@ -228,7 +231,7 @@ impl<'n> De<'n, '_> {
     ) -> Result<V::Value, Error> {
         let mut sources = self.earlier.to_vec();
         sources.push(self.target().0);
-        let all = if as_struct {
+        let all = if as_struct || self.budget.maps_as_structs {
             struct_entries(&sources)
         } else {
             map_entries(&sources)
