@@ -147,20 +147,31 @@ fn directory_created_after_start_is_picked_up() {
 #[test]
 fn refresh_interval_rereads_everything() {
     let dir = Dir::new();
-    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
-    // A directory the watcher cannot see into changes is still re-read by
-    // the refresh: simulate by a short interval and a same-size rewrite
-    // that keeps mtime (touch -r) so only the refresh notices.
+    // The watched directory holds a symlink to a file elsewhere, as a
+    // mount or a share would: a write to the file there makes no event in
+    // the watched directory, so only the periodic re-read finds it.
+    dir.write("real/a.json", r#"[{"targets": ["127.0.0.1:9100"]}]"#);
+    std::fs::create_dir_all(dir.path("sd")).expect("sd");
+    std::os::unix::fs::symlink(dir.path("real/a.json"), dir.path("sd/a.json")).expect("symlink");
+    // Two jobs on the same file: one re-reads every second, one hourly.
     let config = dir.write(
         "sdbridge.yml",
-        "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json]\n        refresh_interval: 1s\n",
+        "jobs:\n  - job_name: db\n    file_sd_configs:\n      - files: [sd/*.json]\n        refresh_interval: 1s\n  - job_name: hourly\n    file_sd_configs:\n      - files: [sd/*.json]\n        refresh_interval: 1h\n",
     );
     let bridge = Bridge::start(&config);
     bridge.wait_body("/http_sd/db", "initial", |b| b.contains("127.0.0.1:9100"));
-    dir.write("sd/a.json", r#"[{"targets": ["127.0.0.2:9100"]}]"#);
-    bridge.wait_body("/http_sd/db", "refresh or event", |b| {
+    std::fs::write(
+        dir.path("real/a.json"),
+        r#"[{"targets": ["127.0.0.2:9100"]}]"#,
+    )
+    .expect("rewrite in place");
+    bridge.wait_body("/http_sd/db", "the periodic re-read", |b| {
         b.contains("127.0.0.2:9100")
     });
+    // The hourly job got no event either and still serves the old file:
+    // the change was invisible to everything but the re-read.
+    let hourly = bridge.get("/http_sd/hourly").text();
+    assert!(hourly.contains("127.0.0.1:9100"), "{hourly}");
 }
 
 const SOURCE: &[&str] = &["job=\"db\"", "source=\"file_sd#"];

@@ -152,3 +152,37 @@ fn a_reload_keeps_unchanged_sources_running() {
     assert_eq!(reads("files"), files_reads);
     assert_eq!(consul.stats().requests, 0);
 }
+
+/// Regression: after one change of `listen`, every later reload warned
+/// again (it compared with the config the process started with).
+#[test]
+fn a_listen_change_is_warned_about_once() {
+    let dir = Dir::new();
+    let at = |port: u16| format!("listen: 127.0.0.1:{port}\n{ONE_JOB}");
+    let config = dir.write("sdbridge.yml", &at(crate::util::free_port()));
+    let bridge = Bridge::start_at_config_listen(&config);
+    let warnings = |b: &Bridge| {
+        b.log()
+            .matches("the listen address changes only on restart")
+            .count()
+    };
+    let reloads = |b: &Bridge| b.log().matches("configuration reloaded").count();
+    let hup = |b: &Bridge, n: usize| {
+        Command::new("kill")
+            .args(["-HUP", &b.pid().to_string()])
+            .status()
+            .expect("kill");
+        poll_until(Duration::from_secs(10), "the reload", || {
+            (reloads(b) >= n).then_some(())
+        });
+    };
+    dir.replace("sdbridge.yml", &at(crate::util::free_port()));
+    hup(&bridge, 1);
+    assert_eq!(warnings(&bridge), 1, "{}", bridge.log());
+    // The same changed config again, twice: nothing new to say.
+    hup(&bridge, 2);
+    hup(&bridge, 3);
+    assert_eq!(warnings(&bridge), 1, "{}", bridge.log());
+    // Still serving where it started.
+    assert_eq!(bridge.get("/-/healthy").status, 200);
+}

@@ -89,11 +89,21 @@ impl Bridge {
         Bridge::spawn_with(&std::env::temp_dir(), config, wrapper)
     }
 
+    /// Like [`Bridge::start_unready`], listening where the config's
+    /// `listen` says (no `--listen`).
+    pub fn start_at_config_listen(config: &Path) -> Bridge {
+        Bridge::spawn_full(&std::env::temp_dir(), config, &[], false)
+    }
+
     fn spawn(cwd: &Path, config: &Path) -> Bridge {
         Bridge::spawn_with(cwd, config, &[])
     }
 
     fn spawn_with(cwd: &Path, config: &Path, wrapper: &[&str]) -> Bridge {
+        Bridge::spawn_full(cwd, config, wrapper, true)
+    }
+
+    fn spawn_full(cwd: &Path, config: &Path, wrapper: &[&str], free_port: bool) -> Bridge {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -102,16 +112,14 @@ impl Bridge {
             }
             None => Command::new(bin()),
         };
-        let mut child = command
+        command
             .current_dir(cwd)
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
+            .args(["--log-format", "json", "serve"]);
+        if free_port {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .arg("--config")
             .arg(config)
             // `SDBRIDGE_TEST_LOG=debug` to see more of the bridge's log.
             .env(
