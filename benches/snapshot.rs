@@ -90,7 +90,11 @@ fn setup() -> (Merger, Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
     .expect("config");
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(placeholder());
-    let merger = Merger::new(&config, publisher.clone(), metrics.clone());
+    let merger = Merger::new(
+        sdbridge::daemon::sequential_layout(&config),
+        publisher.clone(),
+        metrics.clone(),
+    );
     (merger, publisher.snapshot.clone(), metrics)
 }
 

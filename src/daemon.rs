@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{self, AppState, ReloadRequest};
-use crate::merge::{JobLayout, Layout, Merger, Message, Publisher, SourceLayout};
+use crate::merge::{Merger, Publisher};
 use crate::metrics::Metrics;
+use crate::pipeline::{JobLayout, Layout, Message, SourceLayout};
 use crate::snapshot::Snapshot;
 use crate::source::{self, Outbox, SlotId, SourceConfig, SourceContext};
 use crate::state::{self, Persistence};
@@ -150,7 +151,7 @@ impl Runtime {
             let names = source::source_names(&sources);
             let mut job_layout = JobLayout {
                 name: job.job_name.clone(),
-                key: state::job_key(&job.job_name, &sources),
+                key: state::job_key(&job.job_name, source::key_parts(&sources)),
                 sources: Vec::new(),
             };
             for (config, name) in sources.into_iter().zip(names) {
@@ -175,8 +176,9 @@ impl Runtime {
                 };
                 job_layout.sources.push(SourceLayout::new(
                     running.slot,
+                    running.config.kind(),
                     running.name.clone(),
-                    &*running.config,
+                    running.config.describe(),
                 ));
                 self.running.push(running);
             }
@@ -381,7 +383,7 @@ fn state_of(config: &Config) -> (Option<PathBuf>, Vec<(String, String)>, u64) {
             let sources = source::sources_of(job);
             (
                 job.job_name.clone(),
-                state::job_key(&job.job_name, &sources),
+                state::job_key(&job.job_name, source::key_parts(&sources)),
             )
         })
         .collect();
@@ -523,4 +525,33 @@ pub async fn dump(
     };
     sources.stop();
     Ok(body)
+}
+
+/// The layout of `config` with slots numbered from 0 in order: for a
+/// merger no [`Runtime`] feeds (tests, benches, fuzzing).
+pub fn sequential_layout(config: &Config) -> Layout {
+    let mut next = 0;
+    Layout {
+        jobs: config
+            .jobs
+            .iter()
+            .map(|job| {
+                let sources = source::sources_of(job);
+                let names = source::source_names(&sources);
+                JobLayout {
+                    name: job.job_name.clone(),
+                    key: state::job_key(&job.job_name, source::key_parts(&sources)),
+                    sources: sources
+                        .iter()
+                        .zip(names)
+                        .map(|(s, name)| {
+                            next += 1;
+                            SourceLayout::new(SlotId(next - 1), s.kind(), name, s.describe())
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        state_dir: config.state_dir.clone(),
+    }
 }

@@ -57,6 +57,7 @@ pub mod http_client;
 pub mod merge;
 pub mod metrics;
 pub mod migrate;
+pub mod pipeline;
 pub mod shard;
 pub mod size;
 pub mod snapshot;

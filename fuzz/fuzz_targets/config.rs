@@ -8,7 +8,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use sdbridge::config::Config;
-use sdbridge::merge::Layout;
+use sdbridge::daemon::sequential_layout;
 
 const PATH: &str = "/etc/sdbridge/sdbridge.yml";
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 common::assert_round_trip(&job.static_configs);
             }
-            let layout = Layout::sequential(&config);
+            let layout = sequential_layout(&config);
             assert_eq!(layout.jobs.len(), config.jobs.len());
         }
     }

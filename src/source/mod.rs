@@ -30,16 +30,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::JobConfig;
-use crate::merge::Message;
 use crate::metrics::{Metrics, SourceLabels};
-use crate::targetgroup::{Fragment, TargetGroup};
+pub use crate::pipeline::{Change, Message, Part, SlotId, SourceError, Update};
 pub use supervise::supervise;
-
-/// Which running source an update comes from. Allocated once per started
-/// source and never reused, so an update from a source a reload stopped
-/// cannot land on its successor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotId(pub u64);
 
 /// A future a source runs as.
 pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -83,6 +76,12 @@ impl<T: Source + PartialEq> Configured for T {
 
 /// A configured source of one job.
 pub type SourceConfig = Arc<dyn Configured>;
+
+/// What [`crate::state::job_key`] needs of `sources`: each one's kind and
+/// what selects its data.
+pub fn key_parts(sources: &[SourceConfig]) -> Vec<(&'static str, String)> {
+    sources.iter().map(|s| (s.kind(), s.selects())).collect()
+}
 
 /// The sources of a job in serving order: `static_configs` first (all as
 /// one source, as Prometheus treats them), then each `file_sd_configs`,
@@ -138,76 +137,6 @@ pub struct SourceContext {
     pub out: Outbox,
     /// Cancelled when the source is removed by a reload or on shutdown.
     pub shutdown: CancellationToken,
-}
-
-/// A named slice of a source's groups that is replaced as a whole: one file
-/// for file_sd, one service for Consul, the whole list for static. Parts are
-/// served in key order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    /// Stable sort key (the file path for file_sd, the service for Consul).
-    pub key: String,
-    /// The groups, serialized by the source; empty removes the part.
-    /// Shared, not copied, between a source that keeps it (Consul's
-    /// watcher) and the merger.
-    pub fragment: Arc<Fragment>,
-}
-
-impl Part {
-    /// A part holding `groups`, as job `job` serves them.
-    pub fn new(key: impl Into<String>, groups: &[TargetGroup], job: &str) -> Part {
-        Part::serialized(key, Arc::new(Fragment::new(groups, job)))
-    }
-
-    /// A part holding groups already serialized.
-    pub fn serialized(key: impl Into<String>, fragment: Arc<Fragment>) -> Part {
-        Part {
-            key: key.into(),
-            fragment,
-        }
-    }
-
-    /// The update that removes part `key`.
-    pub fn removed(key: impl Into<String>) -> Part {
-        Part::serialized(key, Arc::new(Fragment::default()))
-    }
-}
-
-/// How an update changes a source's parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Nothing changed (the round still counts for health and age).
-    None,
-    /// These parts are all the source has now.
-    Replace(Vec<Part>),
-    /// Only these parts changed; others stay as they are.
-    Patch(Vec<Part>),
-}
-
-/// An error met during one discovery round, counted once in metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceError {
-    /// Error class, a metric label: `read`, `parse`, `watch`, ...
-    pub kind: &'static str,
-    /// Full message, with file:line:col where there is one.
-    pub message: String,
-}
-
-/// What a source reports after each discovery round.
-#[derive(Debug, Clone)]
-pub struct Update {
-    /// Who sends it.
-    pub source: SlotId,
-    /// The change to its groups.
-    pub change: Change,
-    /// Whether the source has completed a full round, so its job may be
-    /// served (before that the job answers 503).
-    pub synced: bool,
-    /// The problem the source has now, if any (its last good groups keep
-    /// being served meanwhile).
-    pub problem: Option<String>,
-    /// Errors met in this round.
-    pub errors: Vec<SourceError>,
 }
 
 /// Where a source sends its updates, and who it is (for logs and metrics).

@@ -74,7 +74,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::merge::Message;
+    use crate::pipeline::Message;
     use crate::source::{Outbox, Part, SlotId, Source, SourceFuture};
 
     /// A test-only kind: sends one group, then panics (first run) or ends

@@ -22,22 +22,19 @@ use std::time::SystemTime;
 pub use format::{file_name, Persisted};
 pub use writer::{Writer, MIN_INTERVAL};
 
-use crate::source::SourceConfig;
-
 /// Ends the name of a file being written (`.<file>.<pid>.tmp`); such files
 /// left by a crash are removed at start.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
-/// The key of a job's configuration: xxh3-128 over the job name and, per
-/// source in order, its kind, its config as `Debug` prints it and its
-/// description (which carries what `Debug` redacts but is no secret, such
-/// as a DSN's host and database). The same config gives the same key in
-/// every process; any change to a source changes it. Passwords and tokens
-/// are not part of it: a rotated credential reads the same data.
-pub fn job_key(job: &str, sources: &[SourceConfig]) -> String {
+/// The key of job `job`'s configuration: xxh3-128 over the job name and,
+/// for each source in order, its kind and what selects its data (see
+/// [`crate::source::Source::selects`]). The same config gives the same
+/// key in every process; a tuning field or a rotated credential leaves it
+/// alone, since the same data is read.
+pub fn job_key<'a>(job: &str, sources: impl IntoIterator<Item = (&'a str, String)>) -> String {
     let mut text = format!("{job:?}\n");
-    for s in sources {
-        text.push_str(&format!("{}\0{}\n", s.kind(), s.selects()));
+    for (kind, selects) in sources {
+        text.push_str(&format!("{kind}\0{selects}\n"));
     }
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
@@ -199,7 +196,7 @@ mod tests {
     fn key(text: &str) -> String {
         let config = Config::parse(text, Path::new("/etc/sdbridge/s.yml")).unwrap();
         let job = &config.jobs[0];
-        job_key(&job.job_name, &sources_of(job))
+        job_key(&job.job_name, crate::source::key_parts(&sources_of(job)))
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::merge::Message;
+use crate::pipeline::Message;
 use crate::source::{Change, Outbox, SlotId, Update};
 
 #[derive(Default)]

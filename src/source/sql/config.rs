@@ -431,7 +431,9 @@ mod tests {
     fn a_changed_dsn_file_restarts_the_source_and_its_target_changes_the_state_key() {
         let dir = tempfile::tempdir().unwrap();
         let base = "postgres://u:s3cret-one@127.0.0.1:5432/inv";
-        let key = |s: &[crate::source::SourceConfig]| crate::state::job_key("a", s);
+        let key = |s: &[crate::source::SourceConfig]| {
+            crate::state::job_key("a", crate::source::key_parts(s))
+        };
         let names = crate::source::source_names;
         let old = with_file(dir.path(), base);
         assert!(old[0]
