@@ -266,3 +266,43 @@ fn probes_answer_while_clients_cycle_through_moduli() {
         "a probe took {slowest:?} while clients cut shards (one cut: {cut:?})"
     );
 }
+
+/// `assign=jump`: the shards still partition the job, and going from N
+/// to N+1 scrapers moves only targets into the new shard.
+#[test]
+fn jump_shards_partition_the_job_and_move_little_on_resharding() {
+    let dir = Dir::new();
+    let all = fleet(&dir);
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: db\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&config);
+    let owner = |n: u64| -> std::collections::HashMap<String, u64> {
+        let mut owner = std::collections::HashMap::new();
+        for i in 0..n {
+            let r = bridge.get(&format!("/http_sd/db?shard={i}&of={n}&assign=jump"));
+            assert_eq!(r.status, 200);
+            for t in addresses(&r.text()) {
+                assert!(owner.insert(t, i).is_none(), "a target in two shards");
+            }
+        }
+        assert_eq!(owner.len(), all.len(), "every target in one shard");
+        owner
+    };
+    let (four, five) = (owner(4), owner(5));
+    let moved: Vec<&String> = all.iter().filter(|t| four[*t] != five[*t]).collect();
+    for t in &moved {
+        assert_eq!(five[*t], 4, "{t} moved to an old shard");
+    }
+    // About a fifth; hashmod moves about four fifths.
+    assert!(
+        moved.len() < all.len() / 3,
+        "{} of {} moved",
+        moved.len(),
+        all.len()
+    );
+    let bad = bridge.get("/http_sd/db?shard=0&of=2&assign=ring");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("assign"), "{}", bad.text());
+}

@@ -10,6 +10,10 @@ use http::HeaderValue;
 
 use xxhash_rust::xxh3::Xxh3;
 
+mod shards;
+
+pub use shards::{Shards, MODULI_KEPT};
+
 use crate::chain::Chain;
 use crate::gzip;
 use crate::targetgroup::Fragment;
@@ -163,7 +167,7 @@ pub struct Rendered {
     /// Number of targets in `body`.
     pub targets: usize,
     /// `?shard=I&of=N` variants of `body`, built when first asked for.
-    pub shards: crate::shard::Shards,
+    pub shards: Shards,
     /// The body's content hash, which `etag` quotes.
     hash: u128,
 }
