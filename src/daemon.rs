@@ -86,6 +86,8 @@ pub fn placeholder() -> Snapshot {
 /// removed sources stop.
 pub struct Runtime {
     tx: mpsc::Sender<Message>,
+    /// What the sources share (Consul's watchers), across reloads.
+    shared: Arc<source::Shared>,
     metrics: Arc<Metrics>,
     running: Vec<Running>,
     next_slot: u64,
@@ -128,6 +130,7 @@ impl Runtime {
         .spawn(rx);
         let mut runtime = Runtime {
             tx,
+            shared: Arc::default(),
             metrics: metrics.clone(),
             running: Vec::new(),
             next_slot: 0,
@@ -203,6 +206,7 @@ impl Runtime {
                 )
                 .with_metrics(self.metrics.clone()),
                 shutdown: running.stop.clone(),
+                shared: self.shared.clone(),
             };
             tokio::spawn(source::supervise(running.config.clone(), ctx));
         }

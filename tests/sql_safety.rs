@@ -276,6 +276,7 @@ async fn the_listen_connection_ends_with_its_source_task() {
     let ctx = SourceContext {
         out: Outbox::new(SlotId(1), "j", ("sql_sd#test", "sql_sd"), tx),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        shared: Default::default(),
     };
     let task = tokio::spawn(source.run(ctx.clone()));
     wait_listens(&pg, "1").await;

@@ -135,8 +135,18 @@ pub fn source_names(sources: &[SourceConfig]) -> Vec<String> {
 pub struct SourceContext {
     /// Where its updates go, and its identity for logs and metrics.
     pub out: Outbox,
+    /// What sources of the runtime share (Consul's watchers).
+    pub shared: Arc<Shared>,
     /// Cancelled when the source is removed by a reload or on shutdown.
     pub shutdown: CancellationToken,
+}
+
+/// What the sources of one runtime share, kept across reloads: one set of
+/// Consul watches however many jobs use the same settings.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The running Consul watchers, by settings.
+    pub consul: consul::Watchers,
 }
 
 /// Where a source sends its updates, and who it is (for logs and metrics).

@@ -141,6 +141,7 @@ mod tests {
         let ctx = SourceContext {
             out: Outbox::new(SlotId(7), "j", ("flaky#0", "flaky"), tx),
             shutdown: shutdown.clone(),
+            shared: Default::default(),
         };
         let source = Arc::new(Flaky::default());
         let task = tokio::spawn(supervise(source.clone(), ctx));

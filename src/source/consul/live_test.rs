@@ -167,7 +167,11 @@ async fn watcher_syncs_then_patches_only_what_changed() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let out = Outbox::new(SlotId(0), "j", ("consul_sd#0", "consul_sd"), tx);
-    tokio::spawn(super::run(consul, out, shutdown.clone()));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let watchers = super::Watchers::default();
+        super::run(&watchers, consul, out, stop).await
+    });
 
     let u = next(&mut rx, "first sync", |u| u.synced).await;
     let Change::Replace(parts) = &u.change else {

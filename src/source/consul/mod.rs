@@ -54,11 +54,11 @@
 //! goes backwards, is never below 1 otherwise, and is not sent when 0 (a
 //! fresh read). Every answer is diffed, even one whose index did not move
 //! (after a snapshot restore the index can climb back to the number held,
-//! with other contents). Each watch waits at least [`watch::MIN_GAP`] between calls
-//! and draws from a token bucket ([`watch::BURST`], [`watch::RATE`]/s), so
+//! with other contents). Each watch waits at least [`blocking::MIN_GAP`] between calls
+//! and draws from a token bucket ([`blocking::BURST`], [`blocking::RATE`]/s), so
 //! a churning catalog degrades to about one call per second per watch.
-//! Errors back off exponentially with jitter ([`watch::BACKOFF_BASE`]
-//! doubling up to [`watch::BACKOFF_CAP`]), and `Retry-After` (429) is
+//! Errors back off exponentially with jitter ([`blocking::BACKOFF_BASE`]
+//! doubling up to [`blocking::BACKOFF_CAP`]), and `Retry-After` (429) is
 //! honoured, clamped to [`crate::backoff::MAX_SERVER_DELAY`].
 //!
 //! `refresh_interval` is accepted but not polled on: changes arrive through
@@ -88,6 +88,7 @@ pub mod client;
 pub mod config;
 pub mod labels;
 
+mod blocking;
 pub mod per_service;
 pub mod watch;
 
@@ -95,7 +96,7 @@ pub mod watch;
 mod live_test;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch as channel;
 use tokio_util::sync::CancellationToken;
@@ -135,33 +136,67 @@ impl Drop for Shared {
     }
 }
 
-type Registry = Mutex<HashMap<ConsulSdConfig, Weak<Shared>>>;
+/// The running watchers, by settings: every job whose
+/// `consul_sd_configs` entry has the same settings shares one. Held by
+/// the source runtime ([`crate::source::Shared`]) and handed to each
+/// Consul source, so the sharing is visible and a test can have its own.
+#[derive(Debug, Default)]
+pub struct Watchers(Mutex<HashMap<ConsulSdConfig, Weak<Shared>>>);
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Watchers {
+    /// How many watchers run now.
+    pub fn running(&self) -> usize {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|w| w.strong_count() > 0).count()
+    }
 }
 
 /// The watcher for `config`, started if none runs.
-fn subscribe(config: &ConsulSdConfig, metrics: Option<Arc<Metrics>>) -> Arc<Shared> {
+fn subscribe(
+    watchers: &Watchers,
+    config: &ConsulSdConfig,
+    metrics: Option<Arc<Metrics>>,
+) -> Arc<Shared> {
     // A poisoned lock only means another source panicked mid-insert; the
     // map itself is still consistent.
-    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = watchers.0.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(shared) = map.get(config).and_then(Weak::upgrade) {
         return shared;
     }
     map.retain(|_, w| w.strong_count() > 0);
     let (tx, rx) = channel::channel(Arc::new(ServicesState::default()));
     let stop = CancellationToken::new();
-    tokio::spawn(watch::run(
-        Arc::new(config.clone()),
-        metrics,
-        tx,
-        stop.clone(),
-    ));
+    tokio::spawn(start(Arc::new(config.clone()), metrics, tx, stop.clone()));
     let shared = Arc::new(Shared { rx, stop });
     map.insert(config.clone(), Arc::downgrade(&shared));
     shared
+}
+
+/// Connects, then runs the watcher `config` needs until `stop`: one
+/// blocking watch per service when its services are few and explicit
+/// ([`per_service`]), else the catalog and health watches ([`watch`]).
+async fn start(
+    config: Arc<ConsulSdConfig>,
+    metrics: Option<Arc<Metrics>>,
+    tx: channel::Sender<Arc<ServicesState>>,
+    stop: CancellationToken,
+) {
+    let Some((client, datacenter, error_seq)) =
+        blocking::connect(&config, &metrics, &tx, &stop).await
+    else {
+        return;
+    };
+    let report = blocking::Reporter::new(&config.server, tx, error_seq);
+    match per_service::watched(&config) {
+        Some(names) => per_service::run(config, client, datacenter, report, names, stop).await,
+        None => watch::run(config, client, datacenter, report, stop).await,
+    }
 }
 
 /// What one subscriber has sent so far.
@@ -264,14 +299,21 @@ impl Source for ConsulSdConfig {
     }
 
     fn run(self: Arc<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(run((*self).clone(), ctx.out, ctx.shutdown))
+        Box::pin(
+            async move { run(&ctx.shared.consul, (*self).clone(), ctx.out, ctx.shutdown).await },
+        )
     }
 }
 
 /// Runs one `consul_sd_configs` entry for one job until `shutdown`: joins
 /// (or starts) the watcher for these settings and forwards its changes.
-pub async fn run(config: ConsulSdConfig, out: Outbox, shutdown: CancellationToken) {
-    let shared = subscribe(&config, out.metrics().cloned());
+pub async fn run(
+    watchers: &Watchers,
+    config: ConsulSdConfig,
+    out: Outbox,
+    shutdown: CancellationToken,
+) {
+    let shared = subscribe(watchers, &config, out.metrics().cloned());
     let mut rx = shared.rx.clone();
     let mut subscriber = Subscriber::new(rx.borrow().error_seq);
     loop {

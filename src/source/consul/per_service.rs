@@ -22,10 +22,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::blocking::{blocking_loop, spawn_catalog, Event, Reporter};
 use super::client::Client;
 use super::config::ConsulSdConfig;
 use super::labels::{service_groups, LabelOptions, ServiceEntry};
-use super::watch::{blocking_loop, spawn_catalog, Event, Reporter};
 use crate::targetgroup::Fragment;
 
 /// Most services watched one by one: one, so that the watcher holds two
