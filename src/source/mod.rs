@@ -12,6 +12,7 @@
 //! [`refresh`] is the loop polling sources share.
 
 pub mod consul;
+pub mod dns;
 pub mod file;
 pub mod http_sd;
 pub mod refresh;
@@ -80,7 +81,8 @@ pub type SourceConfig = Arc<dyn Configured>;
 
 /// The sources of a job in serving order: `static_configs` first (all as
 /// one source, as Prometheus treats them), then each `file_sd_configs`,
-/// `consul_sd_configs`, `sql_sd_configs`, `http_sd_configs` entry, in config
+/// `consul_sd_configs`, `dns_sd_configs`, `sql_sd_configs`,
+/// `http_sd_configs` entry, in config
 /// order (contract section 5).
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
     let mut sources: Vec<SourceConfig> = Vec::new();
@@ -91,6 +93,9 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.consul_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
+    for c in &job.dns_sd_configs {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.sql_sd_configs {
