@@ -221,3 +221,6 @@ fn combine(failed: &[Failure]) -> Option<SourceError> {
         message,
     })
 }
+
+#[cfg(test)]
+mod tests;
