@@ -10,6 +10,8 @@ mod cli;
 mod connections;
 mod consul;
 mod consul_filter;
+mod dns_sd;
+mod dns_util;
 mod e2e;
 mod e2e_consul;
 mod e2e_migrate;

@@ -47,7 +47,8 @@ impl Fake {
             match reply(&name) {
                 Reply::Silent => None,
                 Reply::Answer(code, records) => {
-                    let mut m = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+                    let mut m =
+                        Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
                     m.metadata.response_code = code;
                     m.add_queries(q.queries.clone());
                     m.add_answers(records);
@@ -81,7 +82,9 @@ impl Fake {
                 let mut buf = vec![0; usize::from(len)];
                 s.read_exact(&mut buf).await.unwrap();
                 if let Some(bytes) = answer(&buf, true, &tcp_log) {
-                    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+                    s.write_all(&(bytes.len() as u16).to_be_bytes())
+                        .await
+                        .unwrap();
                     s.write_all(&bytes).await.unwrap();
                 }
             }
@@ -100,7 +103,11 @@ fn srv(port: u16) -> Record {
 }
 
 fn a(last: u8) -> Record {
-    Record::from_rdata(wire_name("h.example.").unwrap(), 30, RData::A(A::new(127, 0, 0, last)))
+    Record::from_rdata(
+        wire_name("h.example.").unwrap(),
+        30,
+        RData::A(A::new(127, 0, 0, last)),
+    )
 }
 
 fn resolver(servers: &[SocketAddr], conf: &str) -> Resolver {
@@ -117,7 +124,9 @@ async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
     })
     .await;
     let r = resolver(&[fake.addr], "");
-    let answers = lookup("_s._tcp.example", RecordType::SRV, &r).await.unwrap();
+    let answers = lookup("_s._tcp.example", RecordType::SRV, &r)
+        .await
+        .unwrap();
     assert_eq!(answers.len(), 100, "the whole answer, from TCP");
     let name = "_s._tcp.example.".to_string();
     assert_eq!(fake.log(), [(name.clone(), false), (name, true)]);
@@ -163,7 +172,10 @@ async fn nxdomain_everywhere_is_empty_and_one_failing_name_is_an_error() {
         err.message.starts_with("could not resolve \"gone\": all servers responded with errors to at least one search domain"),
         "{err}"
     );
-    assert!(err.message.contains("gone.a.example.: Server Failure"), "{err}");
+    assert!(
+        err.message.contains("gone.a.example.: Server Failure"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -181,11 +193,18 @@ async fn servers_are_asked_in_turn_until_one_gives_a_viable_answer() {
 
     // No server answers: every one is asked `attempts` times, and the
     // last failure (the silent one's timeout) gives the kind.
-    let r = resolver(&[refusing.addr, silent.addr], "options timeout:1 attempts:2\n");
+    let r = resolver(
+        &[refusing.addr, silent.addr],
+        "options timeout:1 attempts:2\n",
+    );
     let err = lookup("h.example", RecordType::A, &r).await.unwrap_err();
     assert_eq!(err.kind, Kind::Timeout, "{err}");
     assert_eq!((refusing.log().len(), silent.log().len()), (3, 3));
-    assert!(err.message.contains(&format!("{}: h.example.: no answer within 1s", silent.addr)), "{err}");
+    assert!(
+        err.message
+            .contains(&format!("{}: h.example.: no answer within 1s", silent.addr)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +217,10 @@ async fn a_server_that_is_gone_fails_at_once() {
     let started = std::time::Instant::now();
     let err = lookup("h.example", RecordType::A, &r).await.unwrap_err();
     assert_eq!(err.kind, Kind::Network, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(25), "refused, not timed out");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "refused, not timed out"
+    );
 }
 
 /// Whether `flaky.example.` answers, in the round test's server.
@@ -217,7 +239,11 @@ async fn a_failing_name_keeps_its_last_good_groups_and_shows_its_error() {
     })
     .await;
     let config = DnsSdConfig {
-        names: vec!["ok.example.".into(), "flaky.example.".into(), "ok.example.".into()],
+        names: vec![
+            "ok.example.".into(),
+            "flaky.example.".into(),
+            "ok.example.".into(),
+        ],
         refresh_interval: crate::duration::PromDuration(Duration::from_secs(30)),
         record_type: RecordKind::A,
         port: 9100,
@@ -237,7 +263,11 @@ async fn a_failing_name_keeps_its_last_good_groups_and_shows_its_error() {
     // Before every name has resolved once: the round fails.
     let err = round(&config, &names, &tx, &who).await.unwrap_err();
     assert_eq!(err.kind, "dns_rcode");
-    assert!(err.message.contains("\"flaky.example.\""), "{}", err.message);
+    assert!(
+        err.message.contains("\"flaky.example.\""),
+        "{}",
+        err.message
+    );
     assert!(!rx.has_changed().unwrap());
 
     FLAKY_UP.store(true, Ordering::SeqCst);
@@ -255,7 +285,11 @@ async fn a_failing_name_keeps_its_last_good_groups_and_shows_its_error() {
         assert!(rx.has_changed().unwrap());
         let problem = rx.borrow_and_update().clone().expect("a problem");
         assert_eq!(problem.kind, "dns_rcode");
-        assert!(problem.message.contains("flaky.example.: Server Failure"), "{}", problem.message);
+        assert!(
+            problem.message.contains("flaky.example.: Server Failure"),
+            "{}",
+            problem.message
+        );
     }
 
     FLAKY_UP.store(true, Ordering::SeqCst);
