@@ -14,6 +14,7 @@ mod dns_sd;
 mod dns_util;
 mod e2e;
 mod e2e_consul;
+mod e2e_dns;
 mod e2e_migrate;
 mod examples;
 mod fake_consul;
