@@ -258,3 +258,92 @@ fn nameservers_are_asked_in_turn() {
     let targets: Vec<Vec<String>> = served(&bridge).into_iter().map(|g| g.0).collect();
     assert_eq!(targets, [["127.0.0.21:9100"], ["127.0.0.11:9101"]]);
 }
+
+/// `check` takes `dns_sd_configs` (it used to say "not supported") and
+/// reports every bad block at its place.
+#[test]
+fn check_accepts_dns_sd_configs_and_reports_their_errors() {
+    let dir = Dir::new();
+    let ok = dir.write(
+        "ok.yml",
+        "jobs:\n  - job_name: d\n    dns_sd_configs:\n      - names: [_x._tcp.example.test]\n      - {names: [db.example.test], type: A, port: 9100, nameservers: ['127.0.0.1:8600']}\n",
+    );
+    let out = crate::util::run_cli(None, ["check".as_ref(), ok.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = dir.write(
+        "bad.yml",
+        "jobs:\n  - job_name: d\n    dns_sd_configs:\n      - {names: [a], type: A}\n      - {names: [a], nameservers: [consul:8600]}\n",
+    );
+    let out = crate::util::run_cli(None, ["check".as_ref(), bad.as_os_str()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let at = |place: &str| format!("{}:{place}", bad.display());
+    assert!(
+        stdout.contains(&at("4:9: jobs[0].dns_sd_configs[0]: a port is required in DNS-SD configs for all record types except SRV")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&at(
+            "5:36: jobs[0].dns_sd_configs[1].nameservers[0]: \"consul:8600\" is not IP:PORT"
+        )),
+        "{stdout}"
+    );
+}
+
+/// A reload keeps an unchanged block running (no new query: it asked once
+/// in an hour-long interval) and restarts a changed one, which asks again.
+#[test]
+fn a_reload_keeps_an_unchanged_block_and_its_answers() {
+    let binary = require_binary!("dnsmasq");
+    let mut args = records(9105);
+    args.push("--log-queries".into());
+    let server = dnsmasq(&binary, &args);
+    let dir = Dir::new();
+    let block = |name: &str, port: u16| {
+        format!(
+            "      - {{names: [{name}], type: A, port: {port}, refresh_interval: 1h, nameservers: ['{}']}}\n",
+            server.addr
+        )
+    };
+    let text = |second_port: u16| {
+        format!(
+            "jobs:\n  - job_name: dns\n    dns_sd_configs:\n{}{}",
+            block("db1.example.test", 9100),
+            block("db2.example.test", second_port)
+        )
+    };
+    let config = dir.write("sdbridge.yml", &text(9100));
+    let bridge = Bridge::start(&config);
+    let asked = |name: &str| server.log().matches(&format!("query[A] {name} ")).count();
+    assert_eq!(
+        (asked("db1.example.test"), asked("db2.example.test")),
+        (1, 1),
+        "{}",
+        server.log()
+    );
+
+    dir.replace("sdbridge.yml", &text(9200));
+    let r = bridge.request("POST", "/-/reload", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    bridge.wait_body("/http_sd/dns", "the changed block", |b| {
+        b.contains("127.0.0.12:9200")
+    });
+    assert!(bridge
+        .get("/http_sd/dns")
+        .text()
+        .contains("127.0.0.11:9100"));
+    poll_until(
+        Duration::from_secs(10),
+        "the changed block's query logged",
+        || (asked("db2.example.test") == 2).then_some(()),
+    );
+    assert_eq!(
+        asked("db1.example.test"),
+        1,
+        "the unchanged block asked nothing more"
+    );
+}

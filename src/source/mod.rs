@@ -314,6 +314,32 @@ mod tests {
         assert_eq!(twice[1], format!("{}.1", twice[0]));
     }
 
+    /// Contract section 5's source order, whatever order the blocks are
+    /// written in.
+    #[test]
+    fn sources_are_in_the_contract_s_order() {
+        let config = Config::parse(
+            "jobs:\n  - job_name: j\n    http_sd_configs: [{url: 'http://127.0.0.1:1/'}]\n    sql_sd_configs: [{dsn: 'sqlite://inv.db', query: q}]\n    dns_sd_configs: [{names: [a]}, {names: [b]}]\n    consul_sd_configs: [{server: '127.0.0.1:8500'}]\n    file_sd_configs: [{files: [a.json]}]\n    static_configs: [{targets: ['127.0.0.1:1']}]\n",
+            std::path::Path::new("/etc/s.yml"),
+        )
+        .unwrap();
+        let sources = sources_of(&config.jobs[0]);
+        let kinds: Vec<&str> = sources.iter().map(|s| s.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "static",
+                "file_sd",
+                "consul_sd",
+                "dns_sd",
+                "dns_sd",
+                "sql_sd",
+                "http_sd"
+            ]
+        );
+        assert!(sources[3].describe().ends_with(" a via /etc/resolv.conf"));
+    }
+
     #[test]
     fn names_reveal_no_secret_but_configs_compare_secrets() {
         let config = |token: &str| {
