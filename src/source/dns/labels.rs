@@ -245,3 +245,40 @@ mod tests {
         assert!(groups("example", 25, &[], |_| {}).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::source::dns::lookup::wire_name;
+    use crate::source::dns::resolv::{fqdn, is_fqdn, ResolvConf};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A wire name written as miekg writes it reads back as the same
+        /// labels, whatever bytes they hold.
+        #[test]
+        fn presentation_reads_back(labels in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..20), 0..6)) {
+            let name = Name::from_labels(labels.clone()).unwrap();
+            let back = wire_name(&presentation(&name)).unwrap();
+            let back: Vec<Vec<u8>> = back.iter().map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(back, labels);
+        }
+
+        /// Every name a lookup tries ends with a dot (ASCII ones fully
+        /// qualified: miekg's `IsFqdn` misjudges some after a multi-byte
+        /// rune, and so does the port), and none of the readers panics on
+        /// any text.
+        #[test]
+        fn name_lists_end_with_a_dot(name in ".{0,40}", conf in ".{0,200}") {
+            let conf = ResolvConf::parse(&conf);
+            for n in conf.name_list(&name) {
+                prop_assert!(n.ends_with('.'), "{:?}", n);
+                prop_assert!(!n.is_ascii() || is_fqdn(&n), "{:?}", n);
+                let _ = wire_name(&fqdn(&n));
+            }
+        }
+    }
+}

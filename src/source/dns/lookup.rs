@@ -233,7 +233,10 @@ async fn ask(
     tcp: &mut bool,
     timeout: Duration,
 ) -> Result<Message, Failure> {
-    let qname = wire_name(name).map_err(|e| Failure::new(Kind::Name, e))?;
+    // miekg's `SetQuestion(dns.Fqdn(name))`: its `IsFqdn` takes a name
+    // ending in a 2- or 4-byte rune and a dot for a relative one, so such
+    // a name gets a second dot and fails, as in Prometheus.
+    let qname = wire_name(&super::resolv::fqdn(name)).map_err(|e| Failure::new(Kind::Name, e))?;
     let response = exchange(&qname, qtype, server, *tcp, true, timeout).await?;
     if !response.metadata.truncation {
         return Ok(response);

@@ -302,6 +302,10 @@ mod tests {
         }
         assert_eq!(fqdn("a\\."), "a\\..");
         assert_eq!(fqdn("a."), "a.");
+        // Go's quirk, kept: the byte index of the last rune that is not a
+        // backslash, so an even-sized last rune reads as an escaped dot.
+        assert!(!is_fqdn("café."));
+        assert!(is_fqdn("서비스."));
     }
 
     #[test]
