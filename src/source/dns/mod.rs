@@ -35,6 +35,8 @@ use crate::targetgroup::TargetGroup;
 const PARALLEL: usize = 8;
 /// Names shown in the source's description.
 const NAMES_SHOWN: usize = 3;
+/// Failed names whose messages make up the source's error.
+const MESSAGES_SHOWN: usize = 5;
 
 impl Source for DnsSdConfig {
     fn kind(&self) -> &'static str {
@@ -107,12 +109,12 @@ struct Names {
 
 impl Names {
     fn new(configured: &[String]) -> Names {
-        let mut names: Vec<String> = Vec::new();
-        for n in configured {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<String> = configured
+            .iter()
+            .filter(|n| seen.insert(n.as_str()))
+            .cloned()
+            .collect();
         let last_good = Mutex::new(vec![None; names.len()]);
         Names { names, last_good }
     }
@@ -205,14 +207,17 @@ async fn round(
     Ok(last_good.iter().flatten().flatten().cloned().collect())
 }
 
-/// One error for the names that failed: the first one's kind, every
-/// message.
+/// One error for the names that failed: the first one's kind, the first
+/// few messages.
 fn combine(failed: &[Failure]) -> Option<SourceError> {
     let first = failed.first()?;
     let mut messages: Vec<&str> = failed.iter().map(|f| f.message.as_str()).collect();
     // One unreadable resolv.conf fails every name the same way.
     messages.dedup();
-    let mut message = messages.join("; ");
+    let mut message = messages[..messages.len().min(MESSAGES_SHOWN)].join("; ");
+    if messages.len() > MESSAGES_SHOWN {
+        message.push_str(&format!("; and {} more", messages.len() - MESSAGES_SHOWN));
+    }
     if messages.len() > 1 {
         message = format!("{} names failed: {message}", failed.len());
     }
