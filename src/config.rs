@@ -17,6 +17,7 @@ use crate::duration::PromDuration;
 use crate::gopath;
 use crate::size::ByteSize;
 pub use crate::source::consul::config::ConsulSdConfig;
+pub use crate::source::dns::DnsSdConfig;
 pub use crate::source::http_sd::HttpSdConfig;
 pub use crate::source::sql::SqlSdConfig;
 use crate::targetgroup::TargetGroup;
@@ -187,6 +188,9 @@ pub struct JobConfig {
     /// Prometheus's `consul_sd_configs`.
     #[serde(default, deserialize_with = "sections")]
     pub consul_sd_configs: Vec<ConsulSdConfig>,
+    /// Prometheus's `dns_sd_configs`.
+    #[serde(default, deserialize_with = "sections")]
+    pub dns_sd_configs: Vec<DnsSdConfig>,
     /// sdbridge's `sql_sd_configs`: targets from an inventory database.
     #[serde(default, deserialize_with = "sections")]
     pub sql_sd_configs: Vec<SqlSdConfig>,
@@ -204,8 +208,6 @@ pub struct JobConfig {
     docker_sd_configs: Option<NotSupported>,
     #[serde(default)]
     dockerswarm_sd_configs: Option<NotSupported>,
-    #[serde(default)]
-    dns_sd_configs: Option<NotSupported>,
     #[serde(default)]
     ec2_sd_configs: Option<NotSupported>,
     #[serde(default)]

@@ -7,7 +7,8 @@
 //! - [`config`]: the YAML config, strict, errors with `file:line:col`.
 //! - [`source`]: where targets come from. Each kind implements
 //!   [`source::Source`] in its own module ([`source::static`],
-//!   [`source::file`], [`source::consul`], [`source::http_sd`]); one tokio
+//!   [`source::file`], [`source::consul`], [`source::dns`],
+//!   [`source::http_sd`]); one tokio
 //!   task per configured source, run under [`source::supervise`] (a task
 //!   that ends or panics is reported and restarted), sends
 //!   full-replacement [`source::Update`]s of parts it has serialized once

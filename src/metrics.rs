@@ -294,7 +294,7 @@ impl Metrics {
         );
         registry.register(
             "source_refresh_duration_seconds",
-            "Duration of the refresh rounds of polling sources (sql_sd, http_sd), by outcome",
+            "Duration of the refresh rounds of polling sources (sql_sd, http_sd, dns_sd), by outcome",
             m.refresh_seconds.clone(),
         );
         // Constant 1, its labels saying which build runs (as Prometheus's

@@ -488,3 +488,12 @@ pub fn groups(body: &str) -> Vec<(Vec<String>, BTreeMap<String, String>)> {
         })
         .collect()
 }
+
+/// Skips the calling test with a printed `reason` (the caller returns),
+/// or fails it under `SDBRIDGE_REQUIRE_E2E=1`.
+pub fn skip(reason: &str) {
+    if std::env::var("SDBRIDGE_REQUIRE_E2E").as_deref() == Ok("1") {
+        panic!("{reason}, and SDBRIDGE_REQUIRE_E2E=1");
+    }
+    eprintln!("SKIPPED: {reason} (set SDBRIDGE_REQUIRE_E2E=1 to fail instead)");
+}

@@ -1,7 +1,7 @@
 //! `sdbridge migrate` (CONTRACT section 2): moves the `file_sd_configs`,
-//! `static_configs` and `consul_sd_configs` of a Prometheus/vmagent scrape
-//! config into an sdbridge config, and points the scrape jobs at the
-//! bridge with `http_sd_configs`. The scrape config is edited as text
+//! `static_configs`, `consul_sd_configs` and `dns_sd_configs` of a
+//! Prometheus/vmagent scrape config into an sdbridge config, and points
+//! the scrape jobs at the bridge with `http_sd_configs`. The scrape config is edited as text
 //! (comments and layout kept); the result is parsed back and compared with
 //! the expected tree before anything is written.
 

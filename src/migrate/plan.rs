@@ -10,7 +10,12 @@ use super::paths::{self, scalar, Rebase};
 use crate::config::Config;
 
 /// The blocks sdbridge takes over, with their Prometheus field names.
-pub const MOVABLE: &[&str] = &["static_configs", "file_sd_configs", "consul_sd_configs"];
+pub const MOVABLE: &[&str] = &[
+    "static_configs",
+    "file_sd_configs",
+    "consul_sd_configs",
+    "dns_sd_configs",
+];
 
 /// The generated `http_sd_configs` entry, paths as they must be written in
 /// the output directory.

@@ -213,3 +213,34 @@ fn job_urls_keep_unreserved_characters() {
         p.scrape_config
     );
 }
+
+/// Issue 21: `dns_sd_configs` moves like the other blocks, and a block
+/// sdbridge (like Prometheus) refuses stays, with Prometheus's reason.
+#[test]
+fn dns_sd_configs_move_like_the_other_blocks() {
+    let p = run("scrape_configs:\n  - job_name: d\n    dns_sd_configs:\n      - names: [_node._tcp.example.internal]\n        refresh_interval: 1m\n    static_configs: [{targets: ['127.0.0.1:9100']}]\n");
+    assert!(
+        matches!(&p.outcomes[0], Outcome::Moved { moved, .. } if moved == &["dns_sd_configs", "static_configs"]),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(
+        !p.scrape_config.contains("dns_sd_configs"),
+        "{}",
+        p.scrape_config
+    );
+    let config =
+        crate::config::Config::parse(&p.sdbridge, Path::new("/etc/prometheus/out/sdbridge.yml"))
+            .unwrap();
+    let dns = &config.jobs[0].dns_sd_configs[0];
+    assert_eq!(dns.names, ["_node._tcp.example.internal"]);
+    assert_eq!(dns.refresh_interval.0, std::time::Duration::from_secs(60));
+
+    let p = run("scrape_configs:\n  - job_name: d\n    dns_sd_configs:\n      - names: [x.example.internal]\n        type: TXT\n");
+    assert!(
+        matches!(&p.outcomes[0], Outcome::Left { reason, .. } if reason.contains("invalid DNS-SD records type TXT")),
+        "{:?}",
+        p.outcomes
+    );
+    assert!(p.scrape_config.contains("type: TXT"));
+}

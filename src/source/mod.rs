@@ -12,6 +12,7 @@
 //! [`refresh`] is the loop polling sources share.
 
 pub mod consul;
+pub mod dns;
 pub mod file;
 pub mod http_sd;
 pub mod refresh;
@@ -85,7 +86,8 @@ pub fn key_parts(sources: &[SourceConfig]) -> Vec<(&'static str, String)> {
 
 /// The sources of a job in serving order: `static_configs` first (all as
 /// one source, as Prometheus treats them), then each `file_sd_configs`,
-/// `consul_sd_configs`, `sql_sd_configs`, `http_sd_configs` entry, in config
+/// `consul_sd_configs`, `dns_sd_configs`, `sql_sd_configs`,
+/// `http_sd_configs` entry, in config
 /// order (contract section 5).
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
     let mut sources: Vec<SourceConfig> = Vec::new();
@@ -96,6 +98,9 @@ pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.consul_sd_configs {
+        sources.push(Arc::new(c.clone()));
+    }
+    for c in &job.dns_sd_configs {
         sources.push(Arc::new(c.clone()));
     }
     for c in &job.sql_sd_configs {
@@ -252,6 +257,32 @@ mod tests {
             "jobs:\n  - job_name: j\n    file_sd_configs: [{files: [a.json]}, {files: [a.json]}]\n",
         );
         assert_eq!(twice[1], format!("{}.1", twice[0]));
+    }
+
+    /// Contract section 5's source order, whatever order the blocks are
+    /// written in.
+    #[test]
+    fn sources_are_in_the_contract_s_order() {
+        let config = Config::parse(
+            "jobs:\n  - job_name: j\n    http_sd_configs: [{url: 'http://127.0.0.1:1/'}]\n    sql_sd_configs: [{dsn: 'sqlite://inv.db', query: q}]\n    dns_sd_configs: [{names: [a]}, {names: [b]}]\n    consul_sd_configs: [{server: '127.0.0.1:8500'}]\n    file_sd_configs: [{files: [a.json]}]\n    static_configs: [{targets: ['127.0.0.1:1']}]\n",
+            std::path::Path::new("/etc/s.yml"),
+        )
+        .unwrap();
+        let sources = sources_of(&config.jobs[0]);
+        let kinds: Vec<&str> = sources.iter().map(|s| s.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "static",
+                "file_sd",
+                "consul_sd",
+                "dns_sd",
+                "dns_sd",
+                "sql_sd",
+                "http_sd"
+            ]
+        );
+        assert!(sources[3].describe().ends_with(" a via /etc/resolv.conf"));
     }
 
     #[test]
