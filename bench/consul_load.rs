@@ -39,7 +39,7 @@
 // `cargo bench` compiles the fake's own tests (`cfg(test)`) without their
 // `#[test]` functions, hence `unused_imports` (it allows `dead_code` itself).
 #[allow(unused_imports)]
-#[path = "../tests/fake_consul.rs"]
+#[path = "../tests/fake_consul/mod.rs"]
 mod fake_consul;
 /// Only for the fake's own tests, which `cargo bench` compiles (with
 /// `cfg(test)`) but never runs here.

@@ -6,6 +6,7 @@
 mod macros;
 mod util;
 
+mod architecture;
 mod cli;
 mod connections;
 mod consul;

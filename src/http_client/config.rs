@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::Deserializer;
 use serde::Deserialize;
 
-use crate::config::NotSupported;
+use crate::config::refuse::NotSupported;
 use crate::yaml;
 
 /// A secret string: compared and hashed by value (identical settings share

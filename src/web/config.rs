@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::config::NotSupported;
+use crate::config::refuse::NotSupported;
 
 /// `web:`: who may ask and over what.
 #[allow(dead_code)] // `NotSupported` fields are rejected while parsing.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::Deserializer;
 use serde::Deserialize;
 
-use crate::config::NotSupported;
+use crate::config::refuse::NotSupported;
 use crate::duration::PromDuration;
 use crate::yaml;
 

@@ -19,6 +19,7 @@
 //! re-read regardless, as Prometheus does. Listings and reads
 //! that fail keep their last good groups and are retried with backoff.
 
+pub mod config;
 pub mod parse;
 pub mod scan;
 pub mod watch;
@@ -30,7 +31,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Change, Outbox, Source, SourceContext, SourceError, SourceFuture, Update};
-use crate::config::FileSdConfig;
+pub use config::FileSdConfig;
 pub use parse::{parse_file, FileError};
 pub use scan::{Scan, Scanner};
 use watch::{Events, Watches};

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::config::NotSupported;
+use crate::config::refuse::NotSupported;
 use crate::duration::{Positive, PromDuration};
 use crate::http_client::config::{validate_auth, Authorization, BasicAuth, Secret, TlsConfig};
 use crate::yaml;
