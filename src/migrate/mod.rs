@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use crate::duration::PromDuration;
 use crate::gopath;
 use paths::Rebase;
-pub use plan::{plan, Client, Outcome, Plan, MOVABLE};
+pub use plan::{plan, Client, Outcome, Plan};
 
 /// `sdbridge migrate`'s command line.
 #[derive(Debug, clap::Args)]

@@ -9,13 +9,11 @@ use super::locate::{self, Key, Located};
 use super::paths::{self, scalar, Rebase};
 use crate::config::Config;
 
-/// The blocks sdbridge takes over, with their Prometheus field names.
-pub const MOVABLE: &[&str] = &[
-    "static_configs",
-    "file_sd_configs",
-    "consul_sd_configs",
-    "dns_sd_configs",
-];
+/// Whether sdbridge takes over blocks under `key` (the source registry
+/// says which).
+fn movable(key: &str) -> bool {
+    crate::source::registry::movable().any(|k| k == key)
+}
 
 /// The generated `http_sd_configs` entry, paths as they must be written in
 /// the output directory.
@@ -85,7 +83,7 @@ fn other_sd(job: &Value) -> Vec<String> {
         .into_iter()
         .flat_map(|m| m.keys())
         .filter_map(Value::as_str)
-        .filter(|k| k.ends_with("_sd_configs") && !MOVABLE.contains(k))
+        .filter(|k| k.ends_with("_sd_configs") && !movable(k))
         .map(str::to_string)
         .collect()
 }
@@ -217,9 +215,7 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             job: name.clone(),
             reason: reason.to_string(),
         };
-        let present: Vec<&str> = MOVABLE
-            .iter()
-            .copied()
+        let present: Vec<&str> = crate::source::registry::movable()
             .filter(|k| job.get(k).is_some())
             .collect();
         let others = other_sd(job);
@@ -266,10 +262,7 @@ pub fn plan(text: &str, input: &Path, rebase: &Rebase, client: &Client) -> Resul
             ));
             continue;
         };
-        let moved_keys: Vec<&Key> = keys
-            .iter()
-            .filter(|k| MOVABLE.contains(&k.name.as_str()))
-            .collect();
+        let moved_keys: Vec<&Key> = keys.iter().filter(|k| movable(&k.name)).collect();
         if let Some(placeholder) = moved_keys
             .iter()
             .find_map(|k| env_placeholder(job.get(&k.name)))

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod file;
 pub mod http_sd;
 pub mod refresh;
+pub mod registry;
 pub mod sql;
 pub mod r#static;
 mod supervise;
@@ -90,26 +91,10 @@ pub fn key_parts(sources: &[SourceConfig]) -> Vec<(&'static str, String)> {
 /// `http_sd_configs` entry, in config
 /// order (contract section 5).
 pub fn sources_of(job: &JobConfig) -> Vec<SourceConfig> {
-    let mut sources: Vec<SourceConfig> = Vec::new();
-    if !job.static_configs.is_empty() {
-        sources.push(Arc::new(r#static::StaticSource(job.static_configs.clone())));
-    }
-    for c in &job.file_sd_configs {
-        sources.push(Arc::new(c.clone()));
-    }
-    for c in &job.consul_sd_configs {
-        sources.push(Arc::new(c.clone()));
-    }
-    for c in &job.dns_sd_configs {
-        sources.push(Arc::new(c.clone()));
-    }
-    for c in &job.sql_sd_configs {
-        sources.push(Arc::new(c.clone()));
-    }
-    for c in &job.http_sd_configs {
-        sources.push(Arc::new(c.clone()));
-    }
-    sources
+    registry::KINDS
+        .iter()
+        .flat_map(|kind| (kind.sources)(job))
+        .collect()
 }
 
 /// Each source's name within its job, its `source` metric label: the kind
