@@ -21,16 +21,25 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let revision = git(&["rev-parse", "--short=12", "HEAD"]);
     if revision.is_some() {
-        // A new commit, checkout or branch switch moves HEAD or a ref (in
-        // a worktree HEAD is per worktree, refs are shared). Only paths
-        // that exist: a missing one would rerun this on every build.
+        // A commit moves the checked-out branch's ref, a checkout or a
+        // switch moves HEAD (per worktree). Only those files: the refs
+        // directory is shared by every worktree and branch, and only
+        // paths that exist (a missing one would rerun this every build).
         let dir = git(&["rev-parse", "--absolute-git-dir"]);
         let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]);
-        let watched = [
-            dir.as_ref().map(|d| Path::new(d).join("HEAD")),
-            common.as_ref().map(|d| Path::new(d).join("refs")),
-            common.as_ref().map(|d| Path::new(d).join("packed-refs")),
-        ];
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+        let mut watched = vec![dir.as_ref().map(|d| Path::new(d).join("HEAD"))];
+        if let (Some(common), Some(branch)) = (&common, &branch) {
+            let loose = Path::new(common).join(branch);
+            // A packed ref gets a loose file at the next commit, which
+            // its directory's change shows.
+            watched.push(Some(if loose.exists() {
+                loose
+            } else {
+                loose.parent().map_or(loose.clone(), Path::to_path_buf)
+            }));
+            watched.push(Some(Path::new(common).join("packed-refs")));
+        }
         for path in watched.into_iter().flatten().filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", path.display());
         }

@@ -24,5 +24,6 @@ mkdir -p "$assets/systemd" "$assets/completions"
 grep -q '^ExecStart=/usr/local/bin/sdbridge ' examples/sdbridge.service
 sed 's|/usr/local/bin/sdbridge|/usr/bin/sdbridge|g' examples/sdbridge.service \
   >"$assets/systemd/sdbridge.service"
-# --no-build: the binary above is the one packaged (cargo-deb strips it).
-cargo deb --no-build --locked --quiet | tail -n 1
+# --no-build: the binary above is the one packaged; --strip: without the
+# line tables the release profile keeps for backtraces on the build host.
+cargo deb --no-build --strip --locked --quiet | tail -n 1
