@@ -14,7 +14,8 @@
 #               listening on loopback: /-/ready answers 200
 #
 # .ci/run calls it after `cargo test`; it runs alone as well, as root
-# (dpkg, chroot):  bash deploy/check.sh
+# (dpkg, chroot), all of it or some parts:
+#   bash deploy/check.sh [alerts] [kubernetes] [debian] [container]
 # Needs promtool (apt: prometheus), kubernetes-validate (pip), buildah,
 # cargo-deb (cargo install cargo-deb --locked), systemd-analyze (apt:
 # systemd), man (apt: man-db), curl, python3 with PyYAML. One release build
@@ -24,6 +25,11 @@
 # started, by their id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+parts=("$@")
+for part in "${parts[@]}"; do
+  case $part in alerts | kubernetes | debian | container) ;; *) echo "deploy/check.sh: no part $part" >&2; exit 2 ;; esac
+done
+want() { [ ${#parts[@]} -eq 0 ] || [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 for tool in promtool buildah cargo-deb systemd-analyze man curl python3 dpkg chroot; do
   command -v "$tool" >/dev/null || { echo "deploy/check.sh: $tool not found" >&2; exit 1; }
@@ -76,15 +82,22 @@ wait_ready() { # port pid
   return 1
 }
 
+if want alerts; then
 step "alerts: promtool"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+fi
 
+bin=target/release/sdbridge
+if want kubernetes || want debian || want container; then
+  step "release build"
+  # The one release build the checks, the package and the image share.
+  cargo build --release --locked
+fi
+
+if want kubernetes; then
 step "kubernetes: kubernetes-validate --strict, sdbridge check"
 python3 -m kubernetes_validate --strict deploy/kubernetes/*.yaml
-# The one release build the package and the image share.
-cargo build --release --locked
-bin=target/release/sdbridge
 read -r k8s_config k8s_files < <(python3 deploy/kubernetes/lay_out.py "$scratch/k8s" deploy/kubernetes/*.yaml)
 out=$("$bin" check "$k8s_config")
 echo "$out"
@@ -92,7 +105,9 @@ grep -q ": OK (.* jobs, $k8s_files file_sd files)$" <<<"$out" ||
   fail "sdbridge check did not read the $k8s_files file_sd files of the targets ConfigMap"
 "$bin" check deploy/container/sdbridge.yml
 "$bin" check deploy/debian/sdbridge.yml
+fi
 
+if want debian; then
 step "debian: cargo deb, dpkg -i, systemd-analyze verify, dpkg -r"
 deb=$(deploy/debian/build.sh)
 [ -f "$deb" ] || fail "no .deb built (got: $deb)"
@@ -130,7 +145,9 @@ dpkg -r sdbridge
 [ ! -e /usr/bin/sdbridge ] || fail "/usr/bin/sdbridge left after dpkg -r"
 dpkg --purge sdbridge
 [ ! -e /etc/sdbridge/sdbridge.yml ] || fail "/etc/sdbridge/sdbridge.yml left after dpkg --purge"
+fi
 
+if want container; then
 step "container: buildah build, run under chroot"
 # A private store: nothing of the machine's own container storage is
 # touched, and it all goes when the check ends.
@@ -146,14 +163,17 @@ image=localhost/sdbridge:$tag
 cleanups+=("buildah rmi -f '$image' >/dev/null")
 built=$(SDBRIDGE_BINARY=$bin deploy/container/build.sh "$tag" | tail -n 1)
 [ "$built" = "$image" ] || fail "build.sh printed $built, not $image"
-inspect() { buildah inspect --type image --format "$1" "$image"; }
-entrypoint=$(inspect '{{json .OCIv1.Config.Entrypoint}}')
-cmd=$(inspect '{{json .OCIv1.Config.Cmd}}')
-user=$(inspect '{{.OCIv1.Config.User}}')
+buildah inspect --type image "$image" >"$scratch/image.json"
+# A field of the image's OCI config, JSON-encoded.
+config() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["OCIv1"]["config"].get(sys.argv[2])))' "$scratch/image.json" "$1"; }
+entrypoint=$(config Entrypoint)
+cmd=$(config Cmd)
+user=$(config User)
 echo "entrypoint $entrypoint, cmd $cmd, user $user"
 [ "$entrypoint" = '["/sdbridge"]' ] || fail "entrypoint is $entrypoint"
-[ "$user" = 65532:65532 ] || fail "the image runs as $user, not 65532:65532"
-[ "$(inspect '{{index .OCIv1.Config.Labels "org.opencontainers.image.revision"}}')" = "$revision" ] ||
+[ "$user" = '"65532:65532"' ] || fail "the image runs as $user, not 65532:65532"
+user=65532:65532
+config Labels | grep -qF "\"org.opencontainers.image.revision\": \"$revision\"" ||
   fail "the image's revision label is not $revision"
 ctr=$(buildah from --pull=never "$image")
 cleanups+=("buildah rm '$ctr' >/dev/null")
@@ -177,6 +197,7 @@ grep -q "^Uid:[[:space:]]*65532[[:space:]]" "/proc/$pid/status" || fail "the ima
 "$root/sdbridge" --version | grep -qF "(revision: $revision)" || fail "the image's binary is not this commit's"
 kill "$pid"
 wait "$pid" || true
+fi
 
 echo "deploy/check.sh: $step_name took $((SECONDS - step_started)) s"
 echo "deploy/check.sh: all checks passed in $((SECONDS - started)) s"
