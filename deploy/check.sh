@@ -20,9 +20,9 @@
 # cargo-deb (cargo install cargo-deb --locked), systemd-analyze (apt:
 # systemd), man (apt: man-db), curl, python3 with PyYAML. One release build
 # (about 6 minutes from scratch on 2 cores); everything else takes about
-# a minute. Services never start: dpkg -i runs under .ci/run's
-# policy-rc.d, and no systemd runs here. It ends only processes it
-# started, by their id.
+# a minute. The package's service never starts: dpkg -i runs under a
+# policy-rc.d that forbids it (.ci/run's, or one of its own). It ends
+# only processes it started, by their id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
@@ -109,6 +109,16 @@ fi
 
 if want debian; then
 step "debian: cargo deb, dpkg -i, systemd-analyze verify, dpkg -r"
+if dpkg-query -W -f '${Status}' sdbridge 2>/dev/null | grep -q 'ok installed'; then
+  fail "an sdbridge package is installed already; this check would replace and purge it"
+fi
+# Run alone on a machine with systemd, the package's service must not
+# start either (Debian's policy-rc.d convention, as .ci/run sets it).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  cleanups+=("rm -f /usr/sbin/policy-rc.d")
+fi
 deb=$(deploy/debian/build.sh)
 [ -f "$deb" ] || fail "no .deb built (got: $deb)"
 echo "$deb"
