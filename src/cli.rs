@@ -6,14 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::daemon;
 use crate::source::file::Scanner;
 
-/// Serves file_sd directories and static lists as one Prometheus HTTP SD
-/// endpoint.
+/// Serves static lists, file_sd directories, Consul catalogs (consul_sd),
+/// DNS records (dns_sd), SQL inventory databases (sql_sd) and upstream
+/// HTTP SD servers (http_sd) as one Prometheus HTTP SD endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "sdbridge", version, about)]
 pub struct Cli {
@@ -69,6 +70,19 @@ pub enum Command {
     /// Consul blocks into an sdbridge config, pointing the jobs at the
     /// bridge with http_sd_configs.
     Migrate(crate::migrate::Args),
+    /// Print a shell completion script (bash: `source <(sdbridge
+    /// completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a
+    /// directory.
+    Manpage {
+        /// Write `sdbridge.1` and `sdbridge-<command>.1` here instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -86,9 +100,24 @@ fn init_logging(format: LogFormat) {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--version` says which commit, as Prometheus's does; clap's
+        // version string stays the bare version (the man page's).
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", crate::version::long());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_format);
     match cli.command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sdbridge", &mut out);
+            write_stdout(&out)
+        }
+        Command::Manpage { dir } => manpage(dir.as_deref()),
         Command::Check { file } => check(&file),
         Command::Migrate(args) => crate::migrate::main(&args),
         Command::Serve { config, listen } => with_runtime(|| async move {
@@ -112,6 +141,39 @@ pub fn main() -> ExitCode {
                 .and_then(|()| stdout.write_all(b"\n"))
                 .map_err(|e| format!("writing output: {e}"))
         }),
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sdbridge: writing output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sdbridge manpage`: the page of `sdbridge` on stdout, or with `dir`
+/// a page per command there (the top page refers to them as
+/// `sdbridge-serve(1)` and so on). `help` is no page of its own.
+fn manpage(dir: Option<&std::path::Path>) -> ExitCode {
+    let command = Cli::command().disable_help_subcommand(true);
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(command).render(&mut out) {
+            eprintln!("sdbridge: rendering the man page: {e}");
+            return ExitCode::FAILURE;
+        }
+        return write_stdout(&out);
+    };
+    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(command, dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sdbridge: writing man pages to {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -361,6 +361,7 @@ pub async fn serve(
                 Err(e)
             }
         };
+        metrics.reloaded(result.is_ok());
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }

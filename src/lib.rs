@@ -1,6 +1,6 @@
-//! sdbridge: serves the places fleets keep their scrape targets (file_sd
-//! directories, static lists, a Consul catalog) as one Prometheus HTTP SD
-//! endpoint.
+//! sdbridge: serves the places fleets keep their scrape targets (static
+//! lists, file_sd directories, a Consul catalog, DNS, inventory databases,
+//! other HTTP SD servers) as one Prometheus HTTP SD endpoint.
 //!
 //! # Layout
 //!
@@ -36,9 +36,10 @@
 //!   the job's sources sync.
 //! - [`status`]: the HTML status page; [`targets_page`]: one job's
 //!   targets, filtered and paginated on the server; [`metrics`]: `/metrics`.
-//! - [`cli`]: the commands; [`migrate`]: `sdbridge migrate`, which edits
-//!   a scrape config's text (comments kept) and checks the edit by parsing
-//!   it back.
+//! - [`cli`]: the commands, their shell completions and man page (made
+//!   from the same clap definitions); [`version`]: the build's version and
+//!   commit; [`migrate`]: `sdbridge migrate`, which edits a scrape
+//!   config's text (comments kept) and checks the edit by parsing it back.
 //! - [`targetgroup`], [`duration`], [`gopath`], [`yaml`]: Prometheus's
 //!   data model and Go's path rules, ported where exact parity matters;
 //!   [`backoff`]: backoff with jitter and the clamp on server-given delays;
@@ -67,5 +68,6 @@ pub mod state;
 pub mod status;
 pub mod targetgroup;
 pub mod targets_page;
+pub mod version;
 pub mod web;
 pub mod yaml;

@@ -36,6 +36,14 @@ struct ErrorLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
+    /// The commit built, `unknown` outside a git checkout.
+    revision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabels {
+    /// `shard` or `targets_page`.
+    what: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +80,11 @@ struct RefreshLabels {
 fn refresh_histogram() -> Histogram {
     // 1 ms .. ~4.4 min.
     Histogram::new(exponential_buckets(0.001, 4.0, 10))
+}
+
+fn answer_build_histogram() -> Histogram {
+    // 0.1 ms .. ~26 s, as snapshot rebuilds.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
 }
 
 fn consul_duration_histogram() -> Histogram {
@@ -111,6 +124,13 @@ pub struct Metrics {
     file_sd_reads: Family<SourceLabels, Counter>,
     file_sd_polling: Family<SourceLabels, Gauge>,
     source_waiting: Family<SourceLabels, Gauge>,
+    /// Work on the blocking pool to answer one request (a shard's cut, a
+    /// targets page), so an alert can tell when it grows long.
+    answer_build_seconds: Family<AnswerLabels, Histogram, fn() -> Histogram>,
+    /// 0 while the last reload failed (the previous config still serves).
+    reload_ok: Gauge,
+    /// When the running config was loaded, at start or by a reload.
+    reload_ok_time: FloatGauge,
     /// Label values seen per source, so a removed source's series can be
     /// removed too (a `Family` cannot be listed).
     seen: Mutex<HashMap<SourceLabels, Seen>>,
@@ -164,6 +184,11 @@ impl Metrics {
             file_sd_reads: Family::default(),
             file_sd_polling: Family::default(),
             source_waiting: Family::default(),
+            answer_build_seconds: Family::new_with_constructor(
+                answer_build_histogram as fn() -> Histogram,
+            ),
+            reload_ok: Gauge::default(),
+            reload_ok_time: FloatGauge::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -297,17 +322,44 @@ impl Metrics {
             "Duration of the refresh rounds of polling sources (sql_sd, http_sd, dns_sd), by outcome",
             m.refresh_seconds.clone(),
         );
+        registry.register(
+            "answer_build_duration_seconds",
+            "Work to build one answer off the async workers: a shard's cut (what=\"shard\") or a targets page (what=\"targets_page\")",
+            m.answer_build_seconds.clone(),
+        );
+        // As Prometheus's `prometheus_config_last_reload_*`.
+        m.reload_ok.set(1);
+        m.reload_ok_time.set(unix_seconds(SystemTime::now()));
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last reload (SIGHUP, POST /-/reload) loaded the config, 0 if it failed and the previous config still serves",
+            m.reload_ok.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the running config was loaded (at start or by a reload)",
+            m.reload_ok_time.clone(),
+        );
+        // Set once: a change of it is a restart (alerts count them).
+        let start_time = FloatGauge::default();
+        start_time.set(unix_seconds(SystemTime::now()));
+        registry.register(
+            "start_time_seconds",
+            "Unix time the process started",
+            start_time,
+        );
         // Constant 1, its labels saying which build runs (as Prometheus's
         // own `prometheus_build_info`).
         let build_info: Family<BuildLabels, Gauge> = Family::default();
         build_info
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
+                version: crate::version::VERSION.to_string(),
+                revision: crate::version::REVISION.to_string(),
             })
             .set(1);
         registry.register(
             "build_info",
-            "A metric with a constant '1' value labeled by the version of sdbridge",
+            "A metric with a constant '1' value labeled by the version of sdbridge and the commit it was built from",
             build_info,
         );
         Metrics { registry, ..m }
@@ -444,6 +496,9 @@ impl Metrics {
         };
         if ok {
             self.state_writes.get_or_create(&labels).inc();
+            // At 0 from the first write on, so `increase()` sees the
+            // first failure (a series born at 1 shows no increase).
+            let _ = self.state_write_errors.get_or_create(&labels);
         } else {
             self.state_write_errors.get_or_create(&labels).inc();
         }
@@ -499,6 +554,24 @@ impl Metrics {
         self.file_sd_polling
             .get_or_create(labels)
             .set(i64::from(polling));
+    }
+
+    /// Records the outcome of a reload.
+    pub fn reloaded(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_ok_time.set(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    /// Records the work of building one answer off the async workers;
+    /// `what` is `shard` or `targets_page`.
+    pub fn answer_built(&self, what: &str, took: Duration) {
+        self.answer_build_seconds
+            .get_or_create(&AnswerLabels {
+                what: what.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one HTTP request.

@@ -24,6 +24,7 @@ mod file_sd;
 mod http;
 mod http_sd;
 mod http_sd_shared;
+mod kit;
 mod migrate;
 mod reload;
 mod shard;

@@ -117,9 +117,17 @@ async fn build_off_worker(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
     let (parts, _body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     let state = state.clone();
+    let what = if req.uri().path().starts_with("/targets/") {
+        "targets_page"
+    } else {
+        "shard"
+    };
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        handle(&state, &req)
+        let started = std::time::Instant::now();
+        let response = handle(&state, &req);
+        state.metrics.answer_built(what, started.elapsed());
+        response
     })
     .await
     .unwrap_or_else(|_| {
