@@ -103,3 +103,72 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "systemd-analyze verify examples/sdbridge.service",
     );
 }
+
+/// Every whole config the docs show (a YAML block with a top-level
+/// `jobs:`) passes `sdbridge check`, so the reference cannot drift from
+/// what the binary accepts.
+#[test]
+fn every_config_in_the_docs_passes_check() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let block = regex::Regex::new(r"(?s)```ya?ml\n(.*?)```").expect("regex");
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("read page");
+        for caps in block.captures_iter(&text) {
+            let yaml = &caps[1];
+            if !yaml.lines().any(|l| l.starts_with("jobs:")) {
+                continue;
+            }
+            let line = text[..caps.get(0).expect("match").start()].lines().count() + 1;
+            let dir = crate::util::Dir::new();
+            let config = dir.write("sdbridge.yml", yaml);
+            let out = crate::util::run_cli(
+                Some(dir.tmp.path()),
+                ["check", config.to_str().expect("utf-8")],
+            );
+            assert!(
+                out.status.success(),
+                "{}:{line}: the config there fails check:\n{}{}",
+                page.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} configs found in the docs");
+}
+
+/// The README is a front door: short, and every page of `docs/` is linked
+/// from it.
+#[test]
+fn the_readme_links_every_docs_page() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(
+        readme.lines().count() <= 400,
+        "README.md has {} lines; the reference belongs in docs/",
+        readme.lines().count()
+    );
+    for entry in std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            assert!(
+                readme.contains(&format!("(docs/{name})")),
+                "README.md does not link docs/{name}"
+            );
+        }
+    }
+}

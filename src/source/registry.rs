@@ -95,7 +95,11 @@ mod tests {
             let text = format!("jobs:\n  - job_name: a\n    {}: []\n", kind.key);
             let parsed = crate::config::Config::parse(&text, std::path::Path::new("/x/s.yml"));
             assert!(parsed.is_ok(), "{}: {:?}", kind.key, parsed.err());
-            assert!(docs.contains(kind.key), "docs/configuration.md: no {}", kind.key);
+            assert!(
+                docs.contains(kind.key),
+                "docs/configuration.md: no {}",
+                kind.key
+            );
         }
         let keys: Vec<&str> = KINDS.iter().map(|k| k.key).collect();
         assert_eq!(
@@ -112,7 +116,12 @@ mod tests {
         );
         assert_eq!(
             movable().collect::<Vec<_>>(),
-            ["static_configs", "file_sd_configs", "consul_sd_configs", "dns_sd_configs"]
+            [
+                "static_configs",
+                "file_sd_configs",
+                "consul_sd_configs",
+                "dns_sd_configs"
+            ]
         );
     }
 }
