@@ -86,6 +86,15 @@ impl Shards {
 mod tests {
     use super::*;
 
+    /// Shard 0 of `n`, as `hashmod` assigns.
+    fn first_of(modulus: u64) -> Shard {
+        Shard {
+            index: 0,
+            modulus,
+            assign: Assign::Hashmod,
+        }
+    }
+
     fn rendered(body: &str) -> Arc<Rendered> {
         Rendered::restored(Bytes::from(body.to_string()), 0, 0, std::time::UNIX_EPOCH)
     }
@@ -141,14 +150,7 @@ mod tests {
         assert_eq!(seen, all);
         // One shard of one: the body itself, byte for byte, but for the
         // group without targets.
-        let whole = shards.get(
-            &parent,
-            Shard {
-                index: 0,
-                modulus: 1,
-                assign: Assign::Hashmod,
-            },
-        );
+        let whole = shards.get(&parent, first_of(1));
         let without_empty = body.replace(r#",{"targets":[],"labels":{"empty":"x"}}"#, "");
         assert_eq!(whole.body.to_bytes(), without_empty.as_bytes());
     }
@@ -157,47 +159,13 @@ mod tests {
     fn only_a_few_moduli_are_kept() {
         let parent = rendered(r#"[{"targets":["127.0.0.1:1"],"labels":{}}]"#);
         let shards = Shards::default();
-        let first = shards.get(
-            &parent,
-            Shard {
-                index: 0,
-                modulus: 2,
-                assign: Assign::Hashmod,
-            },
-        );
-        assert!(Arc::ptr_eq(
-            &first,
-            &shards.get(
-                &parent,
-                Shard {
-                    index: 0,
-                    modulus: 2,
-                    assign: Assign::Hashmod,
-                }
-            )
-        ));
+        let first = shards.get(&parent, first_of(2));
+        assert!(Arc::ptr_eq(&first, &shards.get(&parent, first_of(2))));
         for n in 3..3 + MODULI_KEPT as u64 {
-            shards.get(
-                &parent,
-                Shard {
-                    index: 0,
-                    modulus: n,
-                    assign: Assign::Hashmod,
-                },
-            );
+            shards.get(&parent, first_of(n));
         }
         assert_eq!(shards.kept.lock().unwrap().len(), MODULI_KEPT);
         // Modulus 2 was the least recently used: rebuilt, a new Arc.
-        assert!(!Arc::ptr_eq(
-            &first,
-            &shards.get(
-                &parent,
-                Shard {
-                    index: 0,
-                    modulus: 2,
-                    assign: Assign::Hashmod,
-                }
-            )
-        ));
+        assert!(!Arc::ptr_eq(&first, &shards.get(&parent, first_of(2))));
     }
 }

@@ -92,18 +92,24 @@ where
         if let Some(m) = ctx.out.metrics() {
             m.refresh_round(&labels, started.elapsed(), result.is_ok());
         }
+        // The update of a round without error.
+        let clean = |change, synced| Update {
+            source: ctx.out.id,
+            change,
+            synced,
+            problem: problem(&None, &beside),
+            errors: Vec::new(),
+        };
         let next = match result {
             Ok(None) => {
                 // The upstream says nothing changed (a 304).
                 backoff.reset();
-                let update = Update {
-                    source: ctx.out.id,
-                    change: Change::None,
-                    synced: sent.is_some(),
-                    problem: problem(&None, &beside),
-                    errors: Vec::new(),
-                };
-                if ctx.out.send(update).await.is_err() {
+                if ctx
+                    .out
+                    .send(clean(Change::None, sent.is_some()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 round = None;
@@ -123,14 +129,7 @@ where
                     Some(_) => Change::Patch(vec![Part::serialized(PART_KEY, fragment.clone())]),
                 };
                 sent = Some(fragment);
-                let update = Update {
-                    source: ctx.out.id,
-                    change,
-                    synced: true,
-                    problem: problem(&None, &beside),
-                    errors: Vec::new(),
-                };
-                if ctx.out.send(update).await.is_err() {
+                if ctx.out.send(clean(change, true)).await.is_err() {
                     return;
                 }
                 round = None;
