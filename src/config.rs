@@ -193,6 +193,11 @@ pub struct JobConfig {
     /// Prometheus's `http_sd_configs`: other HTTP SD servers, cached.
     #[serde(default, deserialize_with = "sections")]
     pub http_sd_configs: Vec<HttpSdConfig>,
+    /// Prometheus's `relabel_configs`, run by the bridge on every
+    /// discovered target of the job (CONTRACT section 5a), checked as
+    /// Prometheus 2.42 checks them, regexes compiled here.
+    #[serde(default, deserialize_with = "crate::relabel::deserialize_rules")]
+    pub relabel_configs: Vec<crate::relabel::Rule>,
 
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
@@ -240,8 +245,6 @@ pub struct JobConfig {
     honor_labels: Option<ScrapeSetting>,
     #[serde(default)]
     honor_timestamps: Option<ScrapeSetting>,
-    #[serde(default)]
-    relabel_configs: Option<ScrapeSetting>,
     #[serde(default)]
     metric_relabel_configs: Option<ScrapeSetting>,
     #[serde(default)]

@@ -35,6 +35,8 @@
 //!   the job's sources sync.
 //! - [`status`]: the HTML status page; [`targets_page`]: one job's
 //!   targets, filtered and paginated on the server; [`metrics`]: `/metrics`.
+//! - [`relabel`]: Prometheus's `relabel_configs` (rules, Go's RE2
+//!   regexes on the `regex` crate, `process` on one target's labels).
 //! - [`cli`]: the commands; [`migrate`]: `sdbridge migrate`, which edits
 //!   a scrape config's text (comments kept) and checks the edit by parsing
 //!   it back.
@@ -57,6 +59,7 @@ pub mod http_client;
 pub mod merge;
 pub mod metrics;
 pub mod migrate;
+pub mod relabel;
 pub mod shard;
 pub mod size;
 pub mod snapshot;
