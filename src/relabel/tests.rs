@@ -34,7 +34,8 @@ fn run(input: &[(&str, &str)], yaml: &str) -> Option<Labels> {
 #[test]
 fn prometheus_relabel_test_cases() {
     let abc = [("a", "foo"), ("b", "bar"), ("c", "baz")];
-    let cases: Vec<(&[(&str, &str)], &str, Option<&[(&str, &str)]>)> = vec![
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(Pairs, &str, Option<Pairs>)> = vec![
         (
             &abc,
             "- {source_labels: [a], regex: f(.*), target_label: d, replacement: 'ch${1}-ch${1}'}",
