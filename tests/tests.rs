@@ -21,6 +21,7 @@ mod http;
 mod http_sd;
 mod http_sd_shared;
 mod migrate;
+mod relabel_promtool;
 mod reload;
 mod shard;
 mod sql;
