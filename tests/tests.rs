@@ -26,6 +26,7 @@ mod http_sd;
 mod http_sd_shared;
 mod kit;
 mod migrate;
+mod relabel_promtool;
 mod reload;
 mod shard;
 mod sql;

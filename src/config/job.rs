@@ -37,6 +37,12 @@ pub struct JobConfig {
     #[serde(default, deserialize_with = "sections")]
     pub http_sd_configs: Vec<HttpSdConfig>,
 
+    /// Prometheus's `relabel_configs`, checked as Prometheus 2.42 checks
+    /// them (regexes compiled here). Not run yet: [`super::Config::parse`]
+    /// refuses a non-empty list, so rules are never silently ignored.
+    #[serde(default, deserialize_with = "crate::relabel::deserialize_rules")]
+    pub relabel_configs: Vec<crate::relabel::Rule>,
+
     // Prometheus service discovery mechanisms sdbridge does not bridge (yet):
     // named so that pasting them gives "not supported", not "unknown field".
     #[serde(default)]
@@ -81,8 +87,6 @@ pub struct JobConfig {
     honor_labels: Option<ScrapeSetting>,
     #[serde(default)]
     honor_timestamps: Option<ScrapeSetting>,
-    #[serde(default)]
-    relabel_configs: Option<ScrapeSetting>,
     #[serde(default)]
     metric_relabel_configs: Option<ScrapeSetting>,
     #[serde(default)]

@@ -190,6 +190,17 @@ impl Config {
     /// is read as Prometheus's yaml.v2 reads it). The first error only;
     /// [`Config::check`] finds them all.
     pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_inner(bytes, path, true)
+    }
+
+    /// [`Config::parse`] that keeps a job's `relabel_configs` instead of
+    /// refusing them as not run yet: for the rule engine's own tests and
+    /// benches, which run the rules themselves.
+    pub fn parse_with_rules(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_inner(text.as_bytes(), path, false)
+    }
+
+    fn parse_inner(bytes: &[u8], path: &Path, refuse_rules: bool) -> Result<Config, ConfigError> {
         let invalid = |e: yaml::YamlError| invalid(path, e.line, e.column, e.message);
         let doc = yaml::Document::parse(bytes).map_err(invalid)?;
         let mut config: Config = doc.deserialize().map_err(invalid)?;
@@ -199,7 +210,14 @@ impl Config {
             .map(|j| j.job_name.as_str())
             .enumerate()
             .collect();
-        if let Some((mark, message)) = job_name_errors(&doc, &names).into_iter().next() {
+        let with_rules: Vec<usize> = (0..config.jobs.len())
+            .filter(|&i| refuse_rules && !config.jobs[i].relabel_configs.is_empty())
+            .collect();
+        let first = job_name_errors(&doc, &names)
+            .into_iter()
+            .chain(unrun_rules(&doc, &with_rules))
+            .min_by_key(|(mark, _)| (mark.line, mark.column));
+        if let Some((mark, message)) = first {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line: mark.line,
@@ -254,7 +272,15 @@ impl Config {
             })
             .collect();
         let names: Vec<(usize, &str)> = names.iter().map(|(i, n)| (*i, n.as_str())).collect();
-        for (mark, message) in job_name_errors(&doc, &names) {
+        let with_rules: Vec<usize> = jobs
+            .iter()
+            .filter(|(_, job)| !job.relabel_configs.is_empty())
+            .map(|(i, _)| *i)
+            .collect();
+        for (mark, message) in job_name_errors(&doc, &names)
+            .into_iter()
+            .chain(unrun_rules(&doc, &with_rules))
+        {
             errors.push(yaml::YamlError {
                 line: mark.line,
                 column: mark.column,
@@ -363,6 +389,29 @@ fn job_name_errors(doc: &yaml::Document, names: &[(usize, &str)]) -> Vec<(yaml::
         }
     }
     errors
+}
+
+/// What a job's `relabel_configs` gets until the bridge runs it (contract
+/// section 5a): its rules are checked as Prometheus checks them, and then
+/// refused, so a pasted rule is never silently ignored.
+pub const RELABEL_NOT_RUN: &str = "relabel_configs: the rules are valid, but sdbridge does not run them yet; keep them in the scrape config for now";
+
+/// [`RELABEL_NOT_RUN`] at the `relabel_configs` key of each job (by its
+/// index in `jobs`) of `with_rules`.
+fn unrun_rules(doc: &yaml::Document, with_rules: &[usize]) -> Vec<(yaml::Mark, String)> {
+    let nodes = doc
+        .root()
+        .get("jobs")
+        .and_then(|j| j.items())
+        .unwrap_or_default();
+    with_rules
+        .iter()
+        .filter_map(|&i| {
+            let job = nodes.get(i)?;
+            let mark = job.get("relabel_configs").map_or(job.mark(), |r| r.mark());
+            Some((mark, format!("jobs[{i}].{RELABEL_NOT_RUN}")))
+        })
+        .collect()
 }
 
 /// Finds the errors in the part of `doc` that `steps` select, narrowing

@@ -98,8 +98,16 @@ fn errors_carry_file_line_column() {
             "jobs[0].consul_sd_configs[0]: unknown field `x`",
         ),
         (
-            "jobs:\n  - job_name: a\n    relabel_configs: []\n",
-            "jobs[0].relabel_configs: is a scrape setting",
+            "jobs:\n  - job_name: a\n    metric_relabel_configs: []\n",
+            "jobs[0].metric_relabel_configs: is a scrape setting",
+        ),
+        (
+            "jobs:\n  - job_name: a\n    relabel_configs: [{action: drop, regex: '(?<n>x)'}]\n",
+            ":3:45: jobs[0].relabel_configs[0].regex: error parsing regexp: invalid or unsupported Perl syntax: `(?<`",
+        ),
+        (
+            "jobs:\n  - job_name: a\n    relabel_configs: [{action: drop, regex: x, source_labels: [a]}]\n",
+            ":3:22: jobs[0].relabel_configs: the rules are valid, but sdbridge does not run them yet",
         ),
         ("jobs:\n  - job_name: [a]\n", ":2:15: jobs[0].job_name: invalid type"),
         ("listen: nope\n", ":1:9: listen: invalid socket address syntax"),
