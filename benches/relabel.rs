@@ -28,7 +28,12 @@ fn rules() -> Vec<Rule> {
         "jobs:\n  - job_name: bench\n    static_configs: [{{targets: ['127.0.0.1:1']}}]\n    relabel_configs:{RULES}"
     );
     let config = Config::parse(&text, Path::new("/tmp/sdbridge.yml")).expect("valid rules");
-    config.jobs.into_iter().next().expect("a job").relabel_configs
+    config
+        .jobs
+        .into_iter()
+        .next()
+        .expect("a job")
+        .relabel_configs
 }
 
 /// Ten targets of one part, labelled as Consul's are.
@@ -36,15 +41,27 @@ fn part() -> Vec<Labels> {
     (0..10)
         .map(|i| {
             Labels::from_pairs([
-                ("__address__".to_string(), format!("127.0.0.{}:{}", i + 1, 8000 + i)),
+                (
+                    "__address__".to_string(),
+                    format!("127.0.0.{}:{}", i + 1, 8000 + i),
+                ),
                 ("__meta_consul_address".into(), format!("127.0.0.{}", i + 1)),
                 ("__meta_consul_dc".into(), "DC1".into()),
                 ("__meta_consul_node".into(), format!("node-{i}")),
                 ("__meta_consul_service".into(), "web".into()),
-                ("__meta_consul_service_address".into(), format!("127.0.0.{}", i + 1)),
+                (
+                    "__meta_consul_service_address".into(),
+                    format!("127.0.0.{}", i + 1),
+                ),
                 ("__meta_consul_service_id".into(), format!("web-{i}")),
-                ("__meta_consul_service_metadata_team".into(), "payments".into()),
-                ("__meta_consul_service_metadata_version".into(), format!("1.{i}")),
+                (
+                    "__meta_consul_service_metadata_team".into(),
+                    "payments".into(),
+                ),
+                (
+                    "__meta_consul_service_metadata_version".into(),
+                    format!("1.{i}"),
+                ),
                 ("__meta_consul_service_port".into(), format!("{}", 8000 + i)),
                 ("__meta_consul_tags".into(), ",prometheus,http,".into()),
                 ("__meta_consul_health".into(), "passing".into()),
