@@ -54,6 +54,10 @@ const RULES: &[&str] = &[
     "{action: hashmod, modulus: 2}",
     "{action: lowercase, source_labels: [a]}",
     "{action: keepequal, source_labels: [a]}",
+    "{action: dropequal, source_labels: [a], target_label: ''}",
+    "{action: uppercase, source_labels: [a], target_label: a, replacement: ''}",
+    "{action: keep, source_labels: [a], regex: '(a'}",
+    "{action: drop, source_labels: [a], regex: 'a**'}",
     "{action: lowercase, target_label: a, replacement: x}",
     "{action: keepequal, source_labels: [a], target_label: b, regex: '(.*)'}",
     "{action: dropequal, source_labels: [a], target_label: b, replacement: ~}",
@@ -164,6 +168,8 @@ const SCENARIOS: &[&str] = &[
     r"[{source_labels: [__address__], regex: '(?P<host>[^:]+):(?P<port>\d+)', target_label: hp, replacement: '${port}/${host}/$1x'}, {source_labels: [__address__], regex: 'x)|(127', target_label: pre, replacement: '<$1>'}]",
     r"[{source_labels: [multi], regex: 'a.b', target_label: dot, replacement: m}, {source_labels: [multi], regex: '(?s)a.b', target_label: sdot, replacement: m}, {source_labels: [multi], regex: '(?m)a$\n^b', target_label: ml, replacement: m}]",
     r"[{source_labels: [svc], regex: '(?i)(ς|σ)+.*|.*(\x{3c3})', target_label: sigma, replacement: '[$1$2]'}, {source_labels: [env], regex: 'p(r)?(x)?od', target_label: opt, replacement: '$1-$2-$3'}]",
+    // Names that are not label names, made as Prometheus makes them.
+    "[{regex: 'env(.*)', replacement: '$1', action: labelmap}, {source_labels: [env], target_label: '${1}', action: lowercase}]",
 ];
 
 /// Prometheus's `PopulateLabels` after relabelling, for targets with a

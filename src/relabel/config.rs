@@ -101,7 +101,9 @@ impl fmt::Display for Action {
     }
 }
 
-/// One validated rule, its regex compiled and its templates parsed.
+/// One validated rule (Prometheus's `relabel.Config`), its regex compiled
+/// and its templates parsed.
+#[doc(alias = "RelabelConfig")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Labels whose values, joined by `separator`, are the source value.
@@ -127,16 +129,20 @@ struct Raw {
     /// `None` if left out or `null` (Go's nil slice).
     #[serde(default, deserialize_with = "label_names")]
     source_labels: Option<Vec<String>>,
+    /// `null` is "" (then not the default: a field set).
     #[serde(default = "default_separator")]
     separator: String,
     /// `None` if left out; compiled where written, so an error points
     /// at it.
     #[serde(default, deserialize_with = "regex")]
     regex: Option<Regexp>,
+    /// 0 if left out, as in Go.
     #[serde(default, deserialize_with = "modulus")]
     modulus: u64,
+    /// "" if left out or `null`.
     #[serde(default)]
     target_label: String,
+    /// `null` is "" (then not the default: a field set).
     #[serde(default = "default_replacement")]
     replacement: String,
     /// `None` if `null` (left out is `replace`).

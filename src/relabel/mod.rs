@@ -130,6 +130,17 @@ impl Labels {
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.pairs
     }
+
+    /// The first label name that is not a valid Prometheus label name.
+    /// Rules can make such names as Prometheus 2.42's do (a `labelmap`
+    /// expansion, a `lowercase` target written as `${1}`); one of them in
+    /// an HTTP SD answer makes Prometheus refuse the whole answer.
+    pub fn invalid_name(&self) -> Option<&str> {
+        self.pairs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .find(|n| !is_valid_label_name(n))
+    }
 }
 
 /// What the rules did with a target.

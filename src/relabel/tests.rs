@@ -249,6 +249,20 @@ fn case_and_hash_actions() {
     assert_eq!(out.get("h"), shard);
 }
 
+/// Names Prometheus 2.42's rules can make and HTTP SD cannot carry.
+#[test]
+fn rules_can_make_invalid_names() {
+    let out = run(
+        &[("x", "1"), ("a", "A")],
+        "- {regex: 'x(.*)', replacement: '$1', action: labelmap}\n- {source_labels: [a], target_label: '${1}', action: lowercase}",
+    )
+    .unwrap();
+    assert_eq!(out.get(""), "1");
+    assert_eq!(out.get("${1}"), "a");
+    assert_eq!(out.invalid_name(), Some(""));
+    assert_eq!(labels(&[("a", "1")]).invalid_name(), None);
+}
+
 #[test]
 fn labels_treat_empty_values_as_absent() {
     let mut l = Labels::from_pairs([("b", "2"), ("a", ""), ("c", "3"), ("b", "4")]);
