@@ -253,7 +253,11 @@ impl HttpClient {
                 .get(CONTENT_ENCODING)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
             let body = if gzipped {
-                gunzip(&body, max_body)?
+                // Up to `max_input_size` (64 MiB) of inflating: CPU work,
+                // off the async workers that answer HTTP.
+                tokio::task::spawn_blocking(move || gunzip(&body, max_body))
+                    .await
+                    .map_err(|e| FetchError::Transport(format!("decoding gzip: {e}")))??
             } else {
                 body
             };
