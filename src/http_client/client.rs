@@ -365,6 +365,70 @@ pub fn base64(input: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Regression: a gzipped answer (up to 64 MiB decoded) was inflated
+    /// on the async worker that awaited it. On a one-worker runtime a
+    /// ticker then stalls for as long as the inflating takes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn gzip_answers_are_inflated_off_the_async_worker() {
+        use std::io::{Read, Write};
+        let decoded = vec![b' '; 48 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&decoded).unwrap();
+        let body = gz.finish().unwrap();
+        // What inflating costs here (nothing below is an absolute time).
+        let started = std::time::Instant::now();
+        assert_eq!(gunzip(&body, 64 << 20).unwrap().len(), decoded.len());
+        let inflate = started.elapsed();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+        });
+        let client = HttpClient::new(
+            "http",
+            &addr.to_string(),
+            &crate::http_client::config::TlsConfig::default(),
+            false,
+            1,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let ticking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let ticker = {
+            let ticking = ticking.clone();
+            tokio::spawn(async move {
+                let mut longest = Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while ticking.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    longest = longest.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+                longest
+            })
+        };
+        let uri: Uri = format!("http://{addr}/sd").parse().unwrap();
+        let fetched = client
+            .get(uri, HeaderMap::new(), &[], 64 << 20)
+            .await
+            .unwrap();
+        assert_eq!(fetched.body.len(), decoded.len());
+        ticking.store(false, std::sync::atomic::Ordering::SeqCst);
+        let longest = ticker.await.unwrap();
+        assert!(
+            longest < inflate / 2,
+            "the worker stalled {longest:?} while an answer was inflated (inflating: {inflate:?})"
+        );
+    }
+
     #[test]
     fn base64_and_retry_after() {
         assert_eq!(base64(b"alice:s3cret"), "YWxpY2U6czNjcmV0");
