@@ -204,63 +204,16 @@ fn prometheus_hashmod_keeps_exactly_the_shard_sdbridge_serves() {
 /// every answer, probes included, for the length of a cut.
 #[test]
 fn probes_answer_while_clients_cycle_through_moduli() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::Instant;
-    let dir = Dir::new();
-    // 100,000 targets: a cut costs long enough to see who waits for it.
-    let groups: Vec<serde_json::Value> = (0..10_000)
-        .map(|g| {
-            let targets: Vec<String> = (0..10)
-                .map(|t| format!("127.{}.{}.{}:9100", g / 250, g % 250, t + 1))
-                .collect();
-            serde_json::json!({"targets": targets, "labels": {"g": g.to_string()}})
-        })
-        .collect();
-    dir.write("sd/big.json", &serde_json::Value::Array(groups).to_string());
-    let config = dir.write(
-        "sdbridge.yml",
-        "jobs:\n  - job_name: big\n    file_sd_configs: [{files: [sd/*.json]}]\n",
-    );
-    let bridge = Arc::new(Bridge::start(&config));
-    // What one cut costs here (a debug build is slow; nothing below is
-    // an absolute time).
-    let started = Instant::now();
+    let (_dir, bridge) = crate::util::big_fleet();
+    let bridge = std::sync::Arc::new(bridge);
+    // What one cut costs here (a debug build is slow).
+    let started = std::time::Instant::now();
     assert_eq!(bridge.get("/http_sd/big?shard=0&of=97").status, 200);
     let cut = started.elapsed();
-    let cycling = Arc::new(AtomicBool::new(true));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let (bridge, cycling) = (bridge.clone(), cycling.clone());
-            std::thread::spawn(move || {
-                // Five moduli per client, more than are kept: every
-                // request cuts anew.
-                let mut n = 0u64;
-                while cycling.load(Ordering::SeqCst) {
-                    let of = 2 + (c * 5 + n % 5);
-                    assert_eq!(
-                        bridge.get(&format!("/http_sd/big?shard=0&of={of}")).status,
-                        200
-                    );
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(cut);
-    let mut slowest = Duration::ZERO;
-    for _ in 0..20 {
-        for probe in ["/-/healthy", "/-/ready"] {
-            let asked = Instant::now();
-            assert_eq!(bridge.get(probe).status, 200);
-            slowest = slowest.max(asked.elapsed());
-        }
-        std::thread::sleep(cut / 10);
-    }
-    cycling.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.join().expect("client");
-    }
+    // Five moduli per client, more than are kept: every request cuts anew.
+    let slowest = crate::util::slowest_probe_while(&bridge, cut, |c, n| {
+        format!("/http_sd/big?shard=0&of={}", 2 + c * 5 + n % 5)
+    });
     assert!(
         slowest < cut / 4,
         "a probe took {slowest:?} while clients cut shards (one cut: {cut:?})"

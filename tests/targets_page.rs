@@ -191,54 +191,14 @@ fn chromium_shows_the_job_korean_labels_and_the_injected_error_as_text() {
 /// so clients asking for it stalled every answer, probes included.
 #[test]
 fn probes_answer_while_clients_read_the_targets_page() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::Instant;
-    let dir = Dir::new();
-    let groups: Vec<serde_json::Value> = (0..10_000)
-        .map(|g| {
-            let targets: Vec<String> = (0..10)
-                .map(|t| format!("127.{}.{}.{}:9100", g / 250, g % 250, t + 1))
-                .collect();
-            serde_json::json!({"targets": targets, "labels": {"g": g.to_string()}})
-        })
-        .collect();
-    dir.write("sd/big.json", &serde_json::Value::Array(groups).to_string());
-    let config = dir.write(
-        "sdbridge.yml",
-        "jobs:\n  - job_name: big\n    file_sd_configs: [{files: [sd/*.json]}]\n",
-    );
-    let bridge = Arc::new(Bridge::start(&config));
-    // What one page costs here (nothing below is an absolute time).
-    let started = Instant::now();
+    let (_dir, bridge) = crate::util::big_fleet();
+    let bridge = std::sync::Arc::new(bridge);
+    // What one page costs here (a debug build is slow).
+    let started = std::time::Instant::now();
     assert_eq!(bridge.get("/targets/big?q=127.3.").status, 200);
     let page = started.elapsed();
-    let reading = Arc::new(AtomicBool::new(true));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let (bridge, reading) = (bridge.clone(), reading.clone());
-            std::thread::spawn(move || {
-                while reading.load(Ordering::SeqCst) {
-                    let r = bridge.get(&format!("/targets/big?q=127.{c}."));
-                    assert_eq!(r.status, 200);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(page);
-    let mut slowest = Duration::ZERO;
-    for _ in 0..20 {
-        for probe in ["/-/healthy", "/-/ready"] {
-            let asked = Instant::now();
-            assert_eq!(bridge.get(probe).status, 200);
-            slowest = slowest.max(asked.elapsed());
-        }
-        std::thread::sleep(page / 10);
-    }
-    reading.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.join().expect("client");
-    }
+    let slowest =
+        crate::util::slowest_probe_while(&bridge, page, |c, _| format!("/targets/big?q=127.{c}."));
     assert!(
         slowest < page / 4,
         "a probe took {slowest:?} while clients read the targets page (one page: {page:?})"

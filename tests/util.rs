@@ -497,3 +497,65 @@ pub fn skip(reason: &str) {
     }
     eprintln!("SKIPPED: {reason} (set SDBRIDGE_REQUIRE_E2E=1 to fail instead)");
 }
+
+/// A bridge serving job `big`: 100,000 loopback targets in 10,000 groups
+/// of one file_sd file, enough that work over the whole body is long
+/// enough to see who waits for it.
+pub fn big_fleet() -> (Dir, Bridge) {
+    let dir = Dir::new();
+    let groups: Vec<serde_json::Value> = (0..10_000)
+        .map(|g| {
+            let targets: Vec<String> = (0..10)
+                .map(|t| format!("127.{}.{}.{}:9100", g / 250, g % 250, t + 1))
+                .collect();
+            serde_json::json!({"targets": targets, "labels": {"g": g.to_string()}})
+        })
+        .collect();
+    dir.write("sd/big.json", &serde_json::Value::Array(groups).to_string());
+    let config = dir.write(
+        "sdbridge.yml",
+        "jobs:\n  - job_name: big\n    file_sd_configs: [{files: [sd/*.json]}]\n",
+    );
+    let bridge = Bridge::start(&config);
+    (dir, bridge)
+}
+
+/// The slowest of 40 probes (`/-/healthy`, `/-/ready`) asked while four
+/// clients keep asking `path(client, round)`; `cost` is what one of
+/// their requests costs alone, for pacing (nothing here is an absolute
+/// time).
+pub fn slowest_probe_while(
+    bridge: &std::sync::Arc<Bridge>,
+    cost: Duration,
+    path: fn(u64, u64) -> String,
+) -> Duration {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let busy = std::sync::Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (bridge, busy) = (bridge.clone(), busy.clone());
+            std::thread::spawn(move || {
+                let mut round = 0;
+                while busy.load(Ordering::SeqCst) {
+                    assert_eq!(bridge.get(&path(c, round)).status, 200);
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(cost);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        for probe in ["/-/healthy", "/-/ready"] {
+            let asked = std::time::Instant::now();
+            assert_eq!(bridge.get(probe).status, 200);
+            slowest = slowest.max(asked.elapsed());
+        }
+        std::thread::sleep(cost / 10);
+    }
+    busy.store(false, Ordering::SeqCst);
+    for client in clients {
+        client.join().expect("client");
+    }
+    slowest
+}
