@@ -269,9 +269,9 @@ pub async fn serve(
     let publisher = Publisher::new(placeholder());
     let mut sources = Runtime::start(&config, &publisher, &metrics, Some(persistence)).await;
     let mut state_dir = config.state_dir.clone();
-    // The config of the last successful reload, to warn once per change
-    // of what only a restart applies.
-    let mut last = config.clone();
+    // What only a restart applies, as the last successful reload had it,
+    // to warn once per change.
+    let (mut last_listen, mut last_limits) = (config.listen, config.limits);
     tracing::info!(
         addr = %local,
         jobs = config.jobs.len(),
@@ -335,17 +335,17 @@ pub async fn serve(
                 }
                 state.web.store(Arc::new(web));
                 // Warned once per change, not on every later reload.
-                if listen.is_none() && new.listen != last.listen {
+                if listen.is_none() && new.listen != last_listen {
                     tracing::warn!(listen = %new.listen, "the listen address changes only on restart");
                 }
-                if new.limits.max_connections != last.limits.max_connections
-                    || new.limits.idle_timeout != last.limits.idle_timeout
+                if new.limits.max_connections != last_limits.max_connections
+                    || new.limits.idle_timeout != last_limits.idle_timeout
                 {
                     tracing::warn!(
                         "limits.max_connections and limits.idle_timeout change only on restart"
                     );
                 }
-                last = new.clone();
+                (last_listen, last_limits) = (new.listen, new.limits);
                 let applied = sources.apply(&new).await;
                 tracing::info!(
                     jobs = new.jobs.len(),
